@@ -1,0 +1,1 @@
+"""nsjax microbenchmarks: `python -m benchmarks --help`."""

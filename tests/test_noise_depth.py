@@ -1,0 +1,114 @@
+"""nsjax.noise: dropout, drop-path and the stochastic-depth rate rule."""
+
+import chex
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from hypothesis import given, settings
+
+from nsjax import noise
+
+SETTINGS = settings(deadline=None, max_examples=20)
+KEY = jax.random.key(0)
+
+
+@SETTINGS
+@given(st.integers(1, 64), st.sampled_from([0.1, 0.5, 0.9]), st.integers(0, 1000),
+       st.sampled_from([jnp.float32, jnp.bfloat16]))
+def test_drop_path_zeroes_whole_examples_and_scales_survivors(batch, rate, seed, dtype):
+    x = jnp.ones((batch, 3, 4, 2), dtype)
+    y = noise.drop_path(jax.random.key(seed), x, rate)
+    chex.assert_shape(y, x.shape)
+    chex.assert_type(y, dtype)
+    per_example = np.asarray(y, np.float32).reshape(batch, -1)
+    # each example is all zero or all 1/(1-rate): the branch is dropped as a whole
+    assert np.all(per_example.min(1) == per_example.max(1))
+    values = set(np.unique(per_example).tolist())
+    assert values <= {0.0, float(jnp.asarray(1 / (1 - rate), dtype))}
+
+
+@pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_expectation_is_unchanged_and_drop_frequency_is_rate(fn, rate):
+    x = jnp.ones((20000, 4))
+    y = np.asarray(fn(KEY, x, rate))
+    assert abs(y.mean() - 1.0) < 0.03
+    assert abs((y == 0).mean() - rate) < 0.02
+
+
+@pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
+def test_identity_when_deterministic_or_rate_zero(fn):
+    x = jax.random.normal(KEY, (5, 3))
+    np.testing.assert_array_equal(fn(None, x, 0.7, deterministic=True), x)
+    np.testing.assert_array_equal(fn(None, x, 0.0), x)
+    assert np.all(np.asarray(fn(KEY, x, 1.0)) == 0)
+
+
+@pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
+def test_same_key_same_mask_different_key_different_mask(fn):
+    x = jnp.ones((256, 8))
+    a, b = fn(jax.random.key(1), x, 0.5), fn(jax.random.key(1), x, 0.5)
+    c = fn(jax.random.key(2), x, 0.5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_dropout_is_elementwise():
+    y = np.asarray(noise.dropout(KEY, jnp.ones((64, 64)), 0.5))
+    assert 0 < (y == 0).sum(1).min() and (y == 0).sum(1).max() < 64
+
+
+class JitTest(parameterized.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_jit_equals_no_jit_with_traced_rate(self):
+        x = jax.random.normal(KEY, (32, 5))
+        fn = self.variant(lambda k, x, r: (noise.drop_path(k, x, r), noise.dropout(k, x, r)))
+        got = fn(KEY, x, jnp.float32(0.3))
+        want = (noise.drop_path(KEY, x, 0.3), noise.dropout(KEY, x, 0.3))
+        chex.assert_trees_all_close(got, want)
+
+
+def test_gradient_flows_through_survivors_only():
+    x = jnp.ones((64, 3))
+    g = jax.grad(lambda x: noise.drop_path(KEY, x, 0.5).sum())(x)
+    y = noise.drop_path(KEY, x, 0.5)
+    np.testing.assert_array_equal(g, y)  # d(x * m / 0.5)/dx = m / 0.5 = y for x = 1
+
+
+@given(st.integers(1, 200), st.floats(0.0, 1.0))
+def test_stochastic_depth_rates_linear_rule(n, max_rate):
+    rates = noise.stochastic_depth_rates(n, max_rate)
+    assert len(rates) == n and rates[0] == 0.0
+    np.testing.assert_allclose(rates, max_rate * np.arange(n) / n)
+    assert all(a <= b for a, b in zip(rates, rates[1:]))
+
+
+def test_stochastic_depth_rates_reference_b0():
+    # EfficientNet-B0 has 16 blocks; the last keeps 1 - 0.2 * 15/16 = 0.8125
+    assert noise.stochastic_depth_rates(16)[-1] == pytest.approx(0.2 * 15 / 16)
+
+
+X = jnp.ones((4, 2))
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: noise.drop_path(KEY, X, 1.5), ValueError, r"rate must be in \[0, 1\]"),
+        (lambda: noise.drop_path(KEY, X, -0.1), ValueError, "rate"),
+        (lambda: noise.drop_path(KEY, X, jnp.ones(2)), ValueError, "rate must be a scalar"),
+        (lambda: noise.drop_path(None, X, 0.5), ValueError, "key"),
+        (lambda: noise.drop_path(KEY, jnp.float32(1.0), 0.5), ValueError, r"x must have shape \[B, ...\]"),
+        (lambda: noise.drop_path(KEY, jnp.ones(4, int), 0.5), TypeError, "x must have a floating"),
+        (lambda: noise.dropout(KEY, X, 2.0), ValueError, "rate"),
+        (lambda: noise.stochastic_depth_rates(-1), ValueError, "num_blocks"),
+        (lambda: noise.stochastic_depth_rates(3, 1.2), ValueError, "max_rate"),
+        (lambda: noise.stochastic_depth_rates(3.0), TypeError, "num_blocks"),
+    ],
+)
+def test_bad_input_raises_naming_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
