@@ -1,0 +1,183 @@
+"""nsjax.models: construction, parameter counts, forward semantics, determinism."""
+
+import chex
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nsjax import models, noise
+
+KEY = jax.random.key(0)
+
+
+@eqx.filter_jit
+def apply(model, x, state, key=None, train=False):
+    """The model under jit (eager op-by-op dispatch is slow); `train` is static."""
+    return model(x, state, key=key, train=train)
+
+# The reference's trainable-parameter counts with a 1000-class head (timm's param_count).
+PARAMS = {
+    "b0": 5_288_548, "b1": 7_794_184, "b2": 9_109_994, "b3": 12_233_232, "b4": 19_341_616,
+    "b5": 30_389_784, "b6": 43_040_704, "b7": 66_347_960, "l0": 140_764_664,
+    "l1": 272_630_564, "l2": 480_309_308,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_parameter_count_matches_reference_without_materialising(name):
+    model, state = jax.eval_shape(lambda k: models.efficientnet(name, key=k), KEY)
+    assert models.count_params(model) == PARAMS[name]
+    # running statistics are state, not parameters: two per BN channel
+    bn_channels = sum(x.size for x in jax.tree_util.tree_leaves(state)) // 2
+    assert bn_channels > 0
+
+
+def test_b0_architecture_matches_reference_table():
+    specs = models.config_for("b0").expand()
+    assert len(specs) == 16
+    assert [(s.kernel, s.stride, s.in_channels, s.mid_channels, s.out_channels, s.se_channels)
+            for s in specs[:4]] == [(3, 1, 32, 32, 16, 8), (3, 2, 16, 96, 24, 4),
+                                    (3, 1, 24, 144, 24, 6), (5, 2, 24, 144, 40, 6)]  # fmt: skip
+    assert [s.residual for s in specs].count(True) == 9
+    assert [s.drop_path_rate for s in specs] == list(noise.stochastic_depth_rates(16, 0.2))
+
+
+def test_variant_table_and_overrides():
+    l2 = models.config_for("l2")
+    assert (l2.width, l2.depth, l2.train_resolution, l2.test_resolution) == (4.3, 5.3, 475, 800)
+    assert [models.VARIANTS[n].dropout_rate for n in ("b0", "b2", "b4", "b6", "l2")] == [0.2, 0.3, 0.4, 0.5, 0.5]
+    model, _ = jax.eval_shape(lambda k: models.efficientnet("b3", key=k, dropout_rate=0.5), KEY)
+    assert model.config.dropout_rate == 0.5
+    with pytest.raises(ValueError, match="name must be one of"):
+        models.efficientnet("b9", key=KEY)
+    with pytest.raises(ValueError, match="width must be > 0"):
+        models.EfficientNetConfig(width=0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A width-0.25, depth-0.25 EfficientNet with 10 classes: fast enough for many calls."""
+    config = models.EfficientNetConfig(width=0.25, depth=0.25, dropout_rate=0.3)
+    return models.efficientnet_from_config(config, key=KEY, num_classes=10)
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (33, 47), (97, 80)])
+def test_output_shapes_at_several_resolutions(tiny, hw):
+    model, state = tiny
+    x = jax.random.normal(KEY, (2, *hw, 3))
+    logits, new_state = apply(model, x, state)
+    chex.assert_shape(logits, (2, 10))
+    chex.assert_type(logits, jnp.float32)
+    feats, _ = model.features(x, state, train=False)
+    chex.assert_shape(feats, (2, model.config.head_out))
+    chex.assert_trees_all_equal(new_state, state)  # eval leaves the statistics alone
+
+
+def test_bfloat16_activations_keep_float32_logits_and_params(tiny):
+    model, state = tiny
+    x = jax.random.normal(KEY, (2, 48, 48, 3))
+    lo, _ = apply(model, x.astype(jnp.bfloat16), state)
+    hi, _ = apply(model, x, state)
+    chex.assert_type(lo, jnp.float32)
+    np.testing.assert_allclose(lo, hi, atol=0.1 * float(jnp.abs(hi).max()) + 1e-3)
+    _, new_state = apply(model, x.astype(jnp.bfloat16), state, KEY, True)
+    assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(new_state))
+
+
+def test_train_mode_uses_batch_statistics_and_moves_running_ones(tiny):
+    model, state = tiny
+    x = 3.0 + 2.0 * jax.random.normal(KEY, (4, 40, 40, 3))
+    _, new_state = apply(model, x, state, KEY, True)
+    mean, var = new_state.get(model.bn_stem.index)
+    stem = model.stem(x)
+    batch_mean = stem.mean((0, 1, 2))
+    batch_var = stem.var((0, 1, 2))
+    np.testing.assert_allclose(mean, 0.01 * batch_mean, rtol=1e-4, atol=1e-6)  # 0.99 * 0 + 0.01 * m
+    np.testing.assert_allclose(var, 0.99 + 0.01 * batch_var, rtol=1e-4)
+    # training normalisation ignores the running statistics: changing them changes nothing
+    shifted = jax.tree.map(lambda v: v, new_state).set(model.bn_stem.index, (mean + 5.0, var * 3.0))
+    a, _ = apply(model, x, new_state, KEY, True)
+    b, _ = apply(model, x, shifted, KEY, True)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_train_noise_depends_on_key_and_eval_is_deterministic(tiny):
+    model, state = tiny
+    x = jax.random.normal(KEY, (8, 32, 32, 3))
+    k1, k2 = jax.random.split(jax.random.key(7))
+    a, _ = apply(model, x, state, k1, True)
+    b, _ = apply(model, x, state, k1, True)
+    c, _ = apply(model, x, state, k2, True)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    e1, _ = apply(model, x, state)
+    e2, _ = apply(model, x, state, k2)
+    np.testing.assert_array_equal(e1, e2)
+    # eval output of an example does not depend on the rest of the batch
+    single, _ = apply(model, x[:1], state)
+    np.testing.assert_allclose(single, e1[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_jit_equals_no_jit(tiny):
+    model, state = tiny
+    x = jax.random.normal(KEY, (2, 36, 36, 3))
+    eager = model(x, state, key=KEY, train=True)
+    jitted = apply(model, x, state, KEY, True)
+    chex.assert_trees_all_close(eager, jitted, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_every_parameter(tiny):
+    model, state = tiny
+    x = jax.random.normal(KEY, (4, 32, 32, 3))
+
+    def loss(m):
+        logits, _ = m(x, state, key=KEY, train=True)
+        return jnp.mean(logits**2)
+
+    grads = eqx.filter_jit(eqx.filter_grad(loss))(model)
+    leaves = jax.tree_util.tree_leaves(eqx.filter(grads, eqx.is_inexact_array))
+    assert len(leaves) == len(jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array)))
+    chex.assert_tree_all_finite(leaves)
+    assert sum(float(jnp.abs(g).sum() > 0) for g in leaves) == len(leaves)
+
+
+def test_small_image_variant_feature_map_sizes():
+    config = models.config_for("b0", small_image=True)
+    strides = [s.stride for s in config.expand() if s.index_in_stage == 0]
+    assert strides == [1, 1, 1, 2, 1, 2, 1]  # stages 2 and 3 at stride 1: 32 -> 16 -> 8 -> 4
+    model, state = jax.eval_shape(
+        lambda k: models.efficientnet("b0", key=k, num_classes=10, small_image=True), KEY
+    )
+    pooled = jax.eval_shape(lambda m, s, x: m.features(x, s, train=False), model, state,
+                            jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))  # fmt: skip
+
+    def last_feature_map(m, s, x):
+        h = m.stem(x)
+        for block in m.blocks:
+            h, s = block(h, s, key=None, train=False)
+        return h
+
+    h = jax.eval_shape(last_feature_map, model, state, jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    assert h.shape == (1, 4, 4, 320) and pooled[0].shape == (1, 1280)
+
+
+@pytest.mark.parametrize(
+    "x, match",
+    [
+        (jnp.zeros((2, 31, 40, 3)), r"H, W >= 32"),
+        (jnp.zeros((2, 40, 40, 1)), r"\[B, H, W, 3\]"),
+        (jnp.zeros((40, 40, 3)), r"x must have shape \[B, H, W, 3\]"),
+    ],
+)
+def test_bad_images_raise(tiny, x, match):
+    model, state = tiny
+    with pytest.raises(ValueError, match=match):
+        model(x, state, train=False)
+
+
+def test_train_without_key_raises(tiny):
+    model, state = tiny
+    with pytest.raises(ValueError, match="key must be a jax.random key"):
+        model(jnp.zeros((2, 32, 32, 3)), state, train=True)

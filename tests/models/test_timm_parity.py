@@ -1,0 +1,85 @@
+"""nsjax EfficientNet against timm's tf_efficientnet: eval logits within 1e-4 (float32), from
+committed fixtures (no torch needed), and the loader's error reporting."""
+
+import functools
+import json
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nsjax import models
+from tests.models.timm_reference import CASES, FIXTURE_DIR, digest, synthetic_images, synthetic_weights
+
+NSJAX_CONFIG = {
+    "tf_efficientnet_b0": models.config_for("b0"),
+    "b0_w0.5_d0.5_c10": models.EfficientNetConfig(width=0.5, depth=0.5),
+}
+
+
+@functools.cache
+def _load(case):
+    meta = json.loads((FIXTURE_DIR / f"{case.name}.json").read_text())
+    manifest = {k: tuple(v) for k, v in meta["manifest"].items()}
+    weights = synthetic_weights(manifest, case.weight_seed)
+    assert digest(weights[k] for k in manifest) == meta["weights_sha256"], "NumPy's generator drifted"
+    model, state = models.efficientnet_from_config(
+        NSJAX_CONFIG[case.name], key=jax.random.key(0), num_classes=case.num_classes
+    )
+    return meta, weights, *models.load_timm_weights(model, state, weights)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_eval_logits_match_timm(case):
+    meta, _, model, state = _load(case)
+    logits = np.load(FIXTURE_DIR / f"{case.name}.npz")
+    infer = eqx.filter_jit(lambda m, s, x: m(x, s, train=False)[0])
+    for res in case.resolutions:
+        x = synthetic_images(case.batch, res, case.input_seed)
+        assert digest([x]) == meta["images_sha256"][str(res)]
+        got = np.asarray(infer(model, state, jnp.asarray(x)))
+        want = logits[f"logits_f32_{res}"]
+        scale = np.abs(want).max()
+        assert np.abs(got - want).max() / scale <= 1e-4, (res, np.abs(got - want).max() / scale)
+        # and against timm in float64: nsjax float32 is as close as timm's own float32
+        np.testing.assert_allclose(got, logits[f"logits_f64_{res}"], rtol=0, atol=1e-4 * scale)
+
+
+def test_loader_lists_every_problem_at_once():
+    _, weights, model, state = _load(CASES[1])
+    broken = dict(weights)
+    del broken["conv_stem.weight"], broken["blocks.1.0.bn2.running_var"]
+    broken["blocks.9.9.conv_pw.weight"] = np.zeros((1, 1, 1, 1), np.float32)
+    broken["classifier.bias"] = np.zeros(11, np.float32)
+    broken["conv_head.weight"] = broken["conv_head.weight"][:, :, :, :1].repeat(3, axis=3)
+    with pytest.raises(ValueError, match="5 problems") as err:
+        models.load_timm_weights(model, state, broken)
+    message = str(err.value)
+    for needle in ("missing: conv_stem.weight", "missing: blocks.1.0.bn2.running_var",
+                   "unexpected: blocks.9.9.conv_pw.weight", "shape: classifier.bias",
+                   "shape: conv_head.weight"):  # fmt: skip
+        assert needle in message
+
+
+def test_loader_ignores_num_batches_tracked_reads_safetensors_and_leaves_inputs_alone(tmp_path):
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    _, weights, model, state = _load(CASES[1])
+    fresh, fresh_state = models.efficientnet_from_config(
+        NSJAX_CONFIG[CASES[1].name], key=jax.random.key(1), num_classes=10
+    )
+    path = tmp_path / "model.safetensors"
+    safetensors_numpy.save_file({**weights, "bn1.num_batches_tracked": np.zeros((), np.int64)}, str(path))
+    loaded, loaded_state = models.load_timm_weights(fresh, fresh_state, path)
+    assert eqx.tree_equal(eqx.filter(loaded, eqx.is_array), eqx.filter(model, eqx.is_array))
+    np.testing.assert_array_equal(loaded_state.get(loaded.bn_head.index)[1],
+                                  weights["bn2.running_var"])  # fmt: skip
+    # the fresh model is untouched (pure): its stem is not the loaded one
+    assert not np.array_equal(fresh.stem.weight, loaded.stem.weight)
+
+
+def test_loader_rejects_other_sources():
+    _, _, model, state = _load(CASES[1])
+    with pytest.raises(TypeError, match="source must be a safetensors path or a mapping"):
+        models.load_timm_weights(model, state, 42)
