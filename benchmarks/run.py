@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
+import pkgutil
 import platform
 import sys
 import traceback
 
 import jax
 
+import benchmarks
 from benchmarks import _harness
-from benchmarks import bench_balance, bench_fixres, bench_losses, bench_noise  # noqa: F401  (register)
+
+
+def import_benchmarks() -> None:
+    """Import every `benchmarks/bench_*.py`; importing a module registers its benchmarks."""
+    for info in pkgutil.iter_modules(benchmarks.__path__):
+        if info.name.startswith("bench_"):
+            importlib.import_module(f"benchmarks.{info.name}")
 
 
 def machine() -> dict[str, object]:
@@ -51,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="benchmarks/results/latest.json", help="JSON output path")
     args = p.parse_args(argv)
+    import_benchmarks()
 
     opts = _harness.Options(quick=args.quick, large=args.large,
                             repeats=2 if args.quick else args.repeats)
