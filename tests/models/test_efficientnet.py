@@ -181,3 +181,12 @@ def test_train_without_key_raises(tiny):
     model, state = tiny
     with pytest.raises(ValueError, match="key must be a jax.random key"):
         model(jnp.zeros((2, 32, 32, 3)), state, train=True)
+
+
+@pytest.mark.slow
+def test_l2_runs_forward_at_475_for_a_batch_of_one():
+    """The largest student fits a 24 GiB CPU machine (see docs/benchmarks.md for its memory)."""
+    model, state = models.efficientnet("l2", key=KEY)
+    logits, _ = apply(model, jnp.zeros((1, 475, 475, 3)), state)
+    chex.assert_shape(logits, (1, 1000))
+    chex.assert_tree_all_finite(logits)
