@@ -1,5 +1,6 @@
-"""EfficientNet-B0 train step (forward + backward + SGD update) and inference at 224 px, bf16,
-beside timm's (peers.py: eager and, on GPU, torch.compile) measured in the same run.
+"""EfficientNet-B0 train step (forward + backward + SGD update) and inference at 224 px,
+beside timm's (peers.py: bf16 autocast, eager and, on GPU, torch.compile) measured in the same
+run. nsjax runs bf16 activations; on CPU also float32 (XLA's CPU has no fast bf16 path).
 
 Batch: 256 on an accelerator, 16 on CPU (as peers.py); override with BS=, RES=, STEPS=.
 """
@@ -28,13 +29,13 @@ def _sizes(opts: Options) -> tuple[int, int, int]:
     return batch, res, steps
 
 
-def make_train_step(model, opt):
+def make_train_step(model, opt, dtype=jnp.bfloat16):
     """jitted `(params, opt_state, state, x, y, key) -> (params, opt_state, state, loss)`:
-    bf16 activations, float32 params, BN statistics and optimizer; buffers donated."""
+    `dtype` activations, float32 params, BN statistics and optimizer; buffers donated."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
 
     def loss_fn(params, state, x, y, key):
-        logits, state = eqx.combine(params, static)(x.astype(jnp.bfloat16), state, key=key, train=True)
+        logits, state = eqx.combine(params, static)(x.astype(dtype), state, key=key, train=True)
         return jnp.mean(losses.hard_cross_entropy(logits, y)), state
 
     @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
@@ -60,13 +61,14 @@ def _timed(fn, steps: int) -> tuple[float, float]:
     return first, (time.perf_counter() - t0) / steps
 
 
-@register("efficientnet_b0")
-def bench_b0(opts: Options) -> list[Figure]:
-    batch, res, steps = _sizes(opts)
+def _measure(dtype, batch: int, res: int, steps: int) -> dict[str, float]:
+    """Seconds per train step and per inference call (batch 2 * `batch`), plus the first
+    (compiling) train call and the per-image vmap inference layout."""
     key = jax.random.key(0)
     model, state = models.efficientnet("b0", key=key)
     opt = optax.sgd(0.01, momentum=0.9)  # what peers.py trains timm with
-    params, step = make_train_step(model, opt)
+    params, step = make_train_step(model, opt, dtype)
+    static = eqx.partition(model, eqx.is_inexact_array)[1]
     carry = [params, opt.init(params), state]
     x = jax.random.normal(key, (batch, res, res, 3))
     y = jax.random.randint(key, (batch,), 0, 1000)
@@ -75,31 +77,40 @@ def bench_b0(opts: Options) -> list[Figure]:
         carry[0], carry[1], carry[2], loss = step(*carry, x, y, key)
         return loss
 
-    first_train, t_train = _timed(train_once, steps)
-
-    infer = eqx.filter_jit(lambda m, s, x: m(x.astype(jnp.bfloat16), s, train=False)[0])
+    first, train = _timed(train_once, steps)
+    model = eqx.combine(carry[0], static)
+    infer = eqx.filter_jit(lambda m, s, x: m(x.astype(dtype), s, train=False)[0])
     xi = jax.random.normal(key, (2 * batch, res, res, 3))
-    model = eqx.combine(carry[0], eqx.partition(model, eqx.is_inexact_array)[1])
-    _, t_infer = _timed(lambda: infer(model, carry[2], xi), steps)
+    _, inference = _timed(lambda: infer(model, carry[2], xi), steps)
     # the other layout: one image at a time under vmap (equinox's per-example convention)
-    per_example = eqx.filter_jit(jax.vmap(lambda m, s, x: m(x[None].astype(jnp.bfloat16), s, train=False)[0][0],
+    per_example = eqx.filter_jit(jax.vmap(lambda m, s, x: m(x[None].astype(dtype), s, train=False)[0][0],
                                           in_axes=(None, None, 0)))  # fmt: skip
-    _, t_vmap = _timed(lambda: per_example(model, carry[2], xi), max(1, steps // 3))
+    _, vmapped = _timed(lambda: per_example(model, carry[2], xi), max(1, steps // 3))
+    return dict(first=first, train=train, infer=inference, vmap=vmapped)
 
+
+@register("efficientnet_b0")
+def bench_b0(opts: Options) -> list[Figure]:
+    batch, res, steps = _sizes(opts)
     accel = jax.default_backend() != "cpu"
+    measured = {dt: _measure(getattr(jnp, dt), batch, res, steps)
+                for dt in (("bfloat16",) if accel else ("bfloat16", "float32"))}  # fmt: skip
     peer = {r["what"]: r for r in run_peers("train,compile" if accel else "train",
                                             BS=batch, RES=res, STEPS=steps) if "img_per_s" in r}
     best_train = max((r for k, r in peer.items() if "_train_" in k), key=lambda r: r["img_per_s"], default=None)
     best_infer = max((r for k, r in peer.items() if "_infer_" in k), key=lambda r: r["img_per_s"], default=None)
-    common = dict(batch=batch, res=res, first_call_s=round(first_train, 1),
-                  peers={k: round(r["img_per_s"], 1) for k, r in peer.items()})  # fmt: skip
-    return [
-        Figure(f"b0 train step bf16 {res}px B={batch}", t_train, batch, "img",
-               peer=best_train and best_train["what"],
-               peer_seconds=best_train and batch / best_train["img_per_s"], extra=common),
-        Figure(f"b0 inference bf16 {res}px B={2 * batch}", t_infer, 2 * batch, "img",
-               peer=best_infer and best_infer["what"],
-               peer_seconds=best_infer and 2 * batch / best_infer["img_per_s"]),
-        Figure(f"b0 inference bf16 {res}px B={2 * batch}, vmap per image", t_vmap, 2 * batch, "img",
-               peer="nsjax batched NHWC (above)", peer_seconds=t_infer),
-    ]  # fmt: skip
+    figures = []
+    for dt, m in measured.items():
+        extra = dict(batch=batch, res=res, first_call_s=round(m["first"], 1),
+                     peers={k: round(r["img_per_s"], 1) for k, r in peer.items()})  # fmt: skip
+        figures += [
+            Figure(f"b0 train step {dt} {res}px B={batch}", m["train"], batch, "img",
+                   peer=best_train and best_train["what"],
+                   peer_seconds=best_train and batch / best_train["img_per_s"], extra=extra),
+            Figure(f"b0 inference {dt} {res}px B={2 * batch}", m["infer"], 2 * batch, "img",
+                   peer=best_infer and best_infer["what"],
+                   peer_seconds=best_infer and 2 * batch / best_infer["img_per_s"]),
+            Figure(f"b0 inference {dt} {res}px B={2 * batch}, vmap per image", m["vmap"], 2 * batch,
+                   "img", peer="nsjax batched NHWC (above)", peer_seconds=m["infer"]),
+        ]  # fmt: skip
+    return figures

@@ -45,11 +45,41 @@ class Conv2d(eqx.Module):
         self.groups = groups
 
     def __call__(self, x: Array) -> Array:
-        y = lax.conv_general_dilated(
-            x, self.weight.astype(x.dtype), (self.stride, self.stride), "SAME",
-            dimension_numbers=_DIMS, feature_group_count=self.groups,
-        )  # fmt: skip
+        w = self.weight.astype(x.dtype)
+        if self.groups > 1 and self.groups == x.shape[-1] and jax.default_backend() == "cpu":
+            y = _depthwise_shifted(x, w, self.stride)
+        else:
+            y = lax.conv_general_dilated(
+                x, w, (self.stride, self.stride), "SAME",
+                dimension_numbers=_DIMS, feature_group_count=self.groups,
+            )  # fmt: skip
         return y if self.bias is None else y + _channels_last(self.bias.astype(x.dtype), y.ndim)
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME": output ceil(size / stride); the odd pixel of padding goes after."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _depthwise_shifted(x: Array, w: Array, stride: int) -> Array:
+    """Depthwise convolution as a sum of k * k shifted, strided slices times per-channel weights
+    (`w`: `[k, k, 1, C]`), with TF "SAME" padding: equal to `lax.conv_general_dilated` with
+    `feature_group_count=C`. XLA's CPU backend runs grouped convolutions ~10x slower than this
+    (measured: 5x5 over 16x56x56x144, 358 ms vs 32 ms forward, 1046 ms vs 301 ms with gradients),
+    so the CPU uses it; accelerators keep the vendor convolution."""
+    k = w.shape[0]
+    (h, wd) = x.shape[1:3]
+    pad_h, pad_w = _same_padding(h, k, stride), _same_padding(wd, k, stride)
+    xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
+    out_h, out_w = -(-h // stride), -(-wd // stride)
+    out = None
+    for i in range(k):
+        for j in range(k):
+            limit = (xp.shape[0], i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, xp.shape[3])
+            tap = lax.slice(xp, (0, i, j, 0), limit, (1, stride, stride, 1)) * _channels_last(w[i, j, 0], 4)
+            out = tap if out is None else out + tap
+    return out
 
 
 class BatchNorm(eqx.Module):

@@ -1,5 +1,7 @@
 """nsjax.models: construction, parameter counts, forward semantics, determinism."""
 
+import functools
+
 import chex
 import equinox as eqx
 import jax
@@ -190,3 +192,25 @@ def test_l2_runs_forward_at_475_for_a_batch_of_one():
     logits, _ = apply(model, jnp.zeros((1, 475, 475, 3)), state)
     chex.assert_shape(logits, (1, 1000))
     chex.assert_tree_all_finite(logits)
+
+
+@pytest.mark.parametrize("hw, kernel, stride", [((56, 56), 5, 1), ((33, 47), 5, 2), ((32, 32), 3, 2),
+                                                ((7, 8), 3, 2), ((9, 9), 3, 1)])  # fmt: skip
+def test_cpu_depthwise_equals_grouped_convolution(hw, kernel, stride):
+    """The shifted-slice depthwise convolution used on CPU is XLA's grouped one, TF SAME padding
+    included (asymmetric for stride 2 on even sizes), with the same gradients."""
+    from nsjax.models._layers import _depthwise_shifted
+
+    x = jax.random.normal(KEY, (2, *hw, 8))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 1, 8))
+
+    def grouped(x, w):
+        return jax.lax.conv_general_dilated(x, w, (stride, stride), "SAME", feature_group_count=8,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            precision="highest")  # fmt: skip
+
+    shifted = functools.partial(_depthwise_shifted, stride=stride)
+    np.testing.assert_allclose(shifted(x, w), grouped(x, w), atol=1e-5)
+    g_shift = jax.grad(lambda x, w: jnp.sum(jnp.sin(shifted(x, w))), argnums=(0, 1))(x, w)
+    g_group = jax.grad(lambda x, w: jnp.sum(jnp.sin(grouped(x, w))), argnums=(0, 1))(x, w)
+    chex.assert_trees_all_close(g_shift, g_group, atol=1e-4)
