@@ -1,5 +1,24 @@
-"""Student noise: dropout, stochastic depth (drop-path) and its per-block rate rule."""
+"""Student noise: RandAugment (`randaugment`, its ops in `nsjax.noise.ops`), Cutout, the 32-px
+pipeline, dropout, stochastic depth (drop-path) and its per-block rate rule."""
 
+from nsjax.noise import ops
 from nsjax.noise._depth import drop_path, dropout, stochastic_depth_rates
+from nsjax.noise._randaugment import (
+    DEFAULT_OPS,
+    cutout,
+    randaugment,
+    randaugment_ops,
+    svhn_augment,
+)
 
-__all__ = ["drop_path", "dropout", "stochastic_depth_rates"]
+__all__ = [
+    "DEFAULT_OPS",
+    "cutout",
+    "drop_path",
+    "dropout",
+    "ops",
+    "randaugment",
+    "randaugment_ops",
+    "stochastic_depth_rates",
+    "svhn_augment",
+]

@@ -1,0 +1,182 @@
+"""Checks and per-op kernels shared by `nsjax.noise.ops` and the RandAugment policy.
+
+A kernel takes validated arguments: `images` a `uint8[B, H, W, 3]` jax array and per-image
+parameters as `[B]` arrays. The public ops check their arguments and call these; the policy
+calls them on one image at a time (CPU) or builds the same results from `_image` primitives for
+the whole batch (other platforms).
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nsjax import _checks
+from nsjax.noise import _image
+
+_ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def check_images(images: Any) -> tuple[int, int, int]:
+    """`images` is `uint8[B, H, W, 3]` with B, H, W >= 1; returns (B, H, W)."""
+    _checks.check_rank("images", images, 4, "[B, H, W, 3]")
+    _checks.check_dtype_in("images", images, ("uint8",))
+    batch, height, width, channels = _checks.shape_of(images)
+    if channels != 3 or min(batch, height, width) < 1:
+        raise ValueError(
+            f"images must have shape [B, H, W, 3] with B, H, W >= 1, "
+            f"got {_checks.shape_of(images)}"
+        )
+    return batch, height, width
+
+
+def check_fill(fill: Any) -> int:
+    """`fill` is a Python int grey level in [0, 255]."""
+    if isinstance(fill, bool) or not isinstance(fill, numbers.Integral):
+        raise TypeError(f"fill must be an int in [0, 255], got {type(fill).__name__}")
+    if not 0 <= fill <= 255:
+        raise ValueError(f"fill must be in [0, 255], got {fill}")
+    return int(fill)
+
+
+def per_image(name: str, value: Any, batch: int, *, integer: bool) -> jax.Array:
+    """A per-image parameter: a scalar or an array of shape `[B]`, as `int32[B]` (integer) or
+    `float32[B]`."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, *_ARRAY_TYPES)):
+        raise TypeError(f"{name} must be a number or an array of shape [B], "
+                        f"got {type(value).__name__}")
+    shape = _checks.shape_of(value)
+    if len(shape) > 1 or (len(shape) == 1 and shape[0] != batch):
+        raise ValueError(
+            f"{name} must be a scalar or have shape [B] = ({batch},), got shape {shape}"
+        )
+    dtype = _checks.dtype_of(value)
+    if integer:
+        if not (jnp.issubdtype(dtype, jnp.integer) and dtype != np.bool_):
+            raise TypeError(f"{name} must have an integer dtype, got {dtype}")
+        return jnp.broadcast_to(jnp.asarray(value, jnp.int32), (batch,))
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+        raise TypeError(f"{name} must have an integer or floating dtype, got {dtype}")
+    return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))
+
+
+def check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def _col(x: jax.Array) -> jax.Array:
+    """`[B]` -> `[B, 1, 1, 1]`, to broadcast against images."""
+    return x[:, None, None, None]
+
+
+# --------------------------------------------------------------------------- kernels
+# Unchecked implementations on validated arguments: the policy calls these directly. They are
+# jitted so that eager calls of the public ops run compiled (inside a jit they are inlined).
+
+
+def posterize_shift(bits: jax.Array, tf_compat: bool) -> jax.Array:
+    """Right-then-left shift that keeps `bits` bits, `int32[B]` in [0, 8].
+
+    Default: `clip(8 - bits, 0, 8)` (bits >= 8 keep the image, bits <= 0 give black).
+    tf_compat: TF1 casts `8 - bits` to uint8 (wrapping mod 256) and its shift kernels clamp
+    the shift to [0, 7], so bits 0 and bits > 8 keep 1 bit.
+    """
+    if tf_compat:
+        return jnp.minimum(jnp.mod(8 - bits, 256), 7)
+    return jnp.clip(8 - bits, 0, 8)
+
+
+def solarize_threshold(threshold: jax.Array, tf_compat: bool) -> jax.Array:
+    """tf_compat: TF1 casts the threshold to uint8, wrapping it mod 256 (256 -> 0)."""
+    return jnp.mod(threshold, 256) if tf_compat else threshold
+
+
+def contrast_degenerate(images: jax.Array, tf_compat: bool) -> jax.Array:
+    """The grey level Contrast blends toward, `int32[B]`.
+
+    Default: the mean of `tf.image.rgb_to_grayscale(image)` rounded half up (PIL's
+    `int(mean + 0.5)`). tf_compat: the reference's `sum(histogram) / 256` = H*W/256, clipped to
+    255 and truncated -- the same for every image of a given size.
+    """
+    b, h, w, _ = images.shape
+    if tf_compat:
+        value = int(min(255.0, float(np.float32(h * w)) / 256.0))
+        return jnp.full((b,), value, jnp.int32)
+    gray = _image.grayscale(images).astype(jnp.int32)
+    n = h * w
+    total = gray.reshape(b, n).sum(axis=1)
+    quotient, remainder = total // n, total % n
+    return quotient + (2 * remainder >= n).astype(jnp.int32)
+
+
+@jax.jit
+def auto_contrast_kernel(images: jax.Array) -> jax.Array:
+    lo, hi = _image.channel_min_max(images)
+    lo = lo.astype(jnp.float32)[:, None, None, :]
+    hi = hi.astype(jnp.float32)[:, None, None, :]
+    return _image.autocontrast_values(images.astype(jnp.float32), lo, hi)
+
+
+@jax.jit
+def invert_kernel(images: jax.Array) -> jax.Array:
+    return _image.invert_values(images)
+
+
+@jax.jit
+def equalize_kernel(images: jax.Array) -> jax.Array:
+    luts = _image.materialize(lambda x: _image.equalize_luts(_image.channel_histograms(x)), images)
+    return _image.apply_luts(images, luts)
+
+
+@jax.jit
+def posterize_kernel(images: jax.Array, shift: jax.Array) -> jax.Array:
+    return _image.posterize_values(images.astype(jnp.int32), _col(shift)).astype(jnp.uint8)
+
+
+@jax.jit
+def solarize_kernel(images: jax.Array, threshold: jax.Array) -> jax.Array:
+    x = images.astype(jnp.int32)
+    return _image.solarize_values(x, _col(threshold)).astype(jnp.uint8)
+
+
+@jax.jit
+def solarize_add_kernel(images: jax.Array, addition: jax.Array, threshold: jax.Array) -> jax.Array:
+    x = images.astype(jnp.int32)
+    return _image.solarize_add_values(x, _col(addition), _col(threshold)).astype(jnp.uint8)
+
+
+def blend_kernel(degenerate: jax.Array, images: jax.Array, factor: jax.Array) -> jax.Array:
+    """`degenerate`: float32 broadcastable to the images."""
+    return _image.blend_values(degenerate, images.astype(jnp.float32), _col(factor))
+
+
+@jax.jit
+def color_kernel(images: jax.Array, factor: jax.Array) -> jax.Array:
+    gray = _image.grayscale(images)[..., None].astype(jnp.float32)
+    return blend_kernel(gray, images, factor)
+
+
+@functools.partial(jax.jit, static_argnames="tf_compat")
+def contrast_kernel(images: jax.Array, factor: jax.Array, tf_compat: bool) -> jax.Array:
+    mean = contrast_degenerate(images, tf_compat).astype(jnp.float32)
+    return blend_kernel(_col(mean), images, factor)
+
+
+@jax.jit
+def brightness_kernel(images: jax.Array, factor: jax.Array) -> jax.Array:
+    return blend_kernel(jnp.float32(0.0), images, factor)
+
+
+@jax.jit
+def sharpness_kernel(images: jax.Array, factor: jax.Array) -> jax.Array:
+    smoothed = _image.materialize(_image.smooth, images)
+    return blend_kernel(smoothed.astype(jnp.float32), images, factor)

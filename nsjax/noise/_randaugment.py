@@ -1,0 +1,490 @@
+"""RandAugment as Noisy Student runs it (`randaugment.py` of google-research/noisystudent),
+batched: every image of a batch draws its own op in every layer.
+
+Two executors give bit-identical results (tested):
+
+- per image (CPU): a loop over the images, each running only its own ops through a
+  `lax.switch`, so an image costs one op per layer. XLA:CPU runs gathers on one thread and a
+  branch-free batch would compute every op for every image.
+- batched (GPU, TPU): per layer, one nearest-neighbour warp with a per-image 2x3 matrix
+  (identity unless the op is geometric; Cutout's box is filled in the same pass), one per-image
+  per-channel 256-entry lookup table (identity unless a point op, Brightness or Contrast), one
+  blend toward a per-image degenerate image (grayscale for Color, smoothed for Sharpness,
+  factor 1 otherwise). Stages that no op in `ops` needs are left out at trace time.
+
+`lax.platform_dependent` picks the executor when the computation is lowered.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from nsjax import _checks
+from nsjax.noise import _image, _kernels
+
+__all__ = ["DEFAULT_OPS", "cutout", "randaugment", "randaugment_ops", "svhn_augment"]
+
+DEFAULT_OPS: tuple[str, ...] = (
+    "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
+    "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "SolarizeAdd",
+    "Cutout",
+)
+"""The 16 ops of the official Noisy Student code (`cutout_op=True`), in its index order."""
+
+_MAX_LEVEL = 10.0
+_GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+_LUT_OPS = ("AutoContrast", "Equalize", "Invert", "Posterize", "Solarize", "SolarizeAdd",
+            "Brightness", "Contrast")
+_BLEND_OPS = ("Color", "Sharpness")
+_ENHANCE = ("Color", "Contrast", "Brightness", "Sharpness")
+_KERNEL_OF_OP = {
+    **{name: "warp" for name in _GEOMETRIC},
+    "Cutout": "cutout", "AutoContrast": "auto_contrast", "Equalize": "equalize",
+    "Invert": "invert", "Posterize": "posterize", "Solarize": "solarize",
+    "SolarizeAdd": "solarize_add", "Color": "color", "Contrast": "contrast",
+    "Brightness": "brightness", "Sharpness": "sharpness",
+}
+_SOLARIZE_ADD_THRESHOLD = 128
+
+
+class _Config(NamedTuple):
+    ops: tuple[str, ...]
+    height: int
+    width: int
+    fill: int
+    translate_const: float
+    cutout_const: float
+    tf_compat: bool
+
+
+class _Params(NamedTuple):
+    """Per-image arguments of one layer, each with a leading `[B]` axis."""
+
+    kernel: jax.Array  # int32: index into the executor's kernel list
+    op: jax.Array  # int32: index into cfg.ops
+    matrix: jax.Array  # float32 [B, 2, 3]: identity unless a geometric op
+    box: jax.Array  # int32 [B, 4]: Cutout's (y0, y1, x0, x1), empty otherwise
+    factor: jax.Array  # float32: enhance factor, 1 otherwise
+    shift: jax.Array  # int32: Posterize shift
+    threshold: jax.Array  # int32: Solarize threshold
+    addition: jax.Array  # int32: SolarizeAdd addition
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _check_number(name: str, value: Any, *, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
+    return value
+
+
+def _check_ops(ops: Any) -> tuple[str, ...]:
+    if isinstance(ops, str) or not isinstance(ops, Sequence):
+        raise TypeError(f"ops must be a tuple of op names, got {type(ops).__name__}")
+    ops = tuple(ops)
+    if not ops:
+        raise ValueError(f"ops must name at least one op of {DEFAULT_OPS}, got ()")
+    for name in ops:
+        if name not in DEFAULT_OPS:
+            raise ValueError(f"ops must hold names from {DEFAULT_OPS}, got {name!r}")
+    return ops
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def randaugment_ops(key: jax.Array, batch: int, num_layers: int, num_ops: int) -> jax.Array:
+    """The op draw of `randaugment`: `int32[num_layers, batch]`, uniform over `[0, num_ops)`,
+    independently per image and layer.
+
+    `randaugment(key, ...)` uses `randaugment_ops(jax.random.split(key, 4)[0], ...)`, so this
+    shows which ops a call applies (index `i` names `ops[i]`).
+    """
+    batch = _checks.check_positive_int("batch", batch)
+    num_layers = _checks.check_positive_int("num_layers", num_layers, minimum=0)
+    num_ops = _checks.check_positive_int("num_ops", num_ops)
+    return jax.random.randint(key, (num_layers, batch), 0, num_ops, dtype=jnp.int32)
+
+
+def _level_args(magnitude: float | jax.Array, cfg: _Config) -> dict[str, Any]:
+    """The reference's level-to-argument rules (`level = magnitude / 10`, never clipped).
+
+    A Python magnitude is mapped in float64 as the reference's Python code does, then rounded
+    to float32 where TF converts to a tensor; a traced per-image magnitude is mapped in float32.
+    """
+    if isinstance(magnitude, float):
+        level = magnitude / _MAX_LEVEL
+        return dict(
+            degrees=np.float32(level * 30.0), shear=np.float32(level * 0.3),
+            translate=np.float32(level * float(cfg.translate_const)),
+            cutout=int(level * cfg.cutout_const), bits=int(level * 4),
+            threshold=int(level * 256), addition=int(level * 110),
+            factor=np.float32(level * 1.8 + 0.1),
+        )
+    level = magnitude / np.float32(_MAX_LEVEL)
+
+    def to_int(x: jax.Array) -> jax.Array:
+        return jnp.trunc(x).astype(jnp.int32)
+
+    return dict(
+        degrees=level * 30.0, shear=level * 0.3, translate=level * np.float32(cfg.translate_const),
+        cutout=to_int(level * np.float32(cfg.cutout_const)), bits=to_int(level * 4.0),
+        threshold=to_int(level * 256.0), addition=to_int(level * 110.0),
+        factor=level * 1.8 + 0.1,
+    )
+
+
+def _layer_params(op: jax.Array, sign: jax.Array, magnitude: float | jax.Array,
+                  centers: jax.Array, cfg: _Config, kernels: tuple[str, ...]) -> _Params:
+    """Per-image arguments of one layer from its draws (all `[B]`; centers `[B, 2]`)."""
+    batch = op.shape[0]
+    args = {k: jnp.broadcast_to(jnp.asarray(v), (batch,)) for k, v in
+            _level_args(magnitude, cfg).items()}
+    present = set(cfg.ops)
+
+    def is_op(*names: str) -> jax.Array:
+        return jnp.isin(op, jnp.asarray([i for i, n in enumerate(cfg.ops) if n in names],
+                                        jnp.int32))
+
+    matrix = _image.identity_matrices(batch)
+    builders = {
+        "Rotate": lambda: _image.rotation_matrices(sign * args["degrees"], cfg.height, cfg.width),
+        "ShearX": lambda: _image.shear_x_matrices(sign * args["shear"]),
+        "ShearY": lambda: _image.shear_y_matrices(sign * args["shear"]),
+        "TranslateX": lambda: _image.translate_x_matrices(sign * args["translate"]),
+        "TranslateY": lambda: _image.translate_y_matrices(sign * args["translate"]),
+    }
+    for name in _GEOMETRIC:
+        if name in present:
+            matrix = jnp.where(is_op(name)[:, None, None], builders[name](), matrix)
+    box = jnp.zeros((batch, 4), jnp.int32)
+    if "Cutout" in present:
+        boxes = _image.cutout_boxes(centers, args["cutout"], cfg.height, cfg.width)
+        box = jnp.where(is_op("Cutout")[:, None], boxes, box)
+    kernel_of_op = jnp.asarray([kernels.index(_KERNEL_OF_OP[n]) for n in cfg.ops], jnp.int32)
+    return _Params(
+        kernel=kernel_of_op[op], op=op, matrix=matrix, box=box,
+        factor=jnp.where(is_op(*_ENHANCE), args["factor"].astype(jnp.float32), 1.0),
+        shift=_kernels.posterize_shift(args["bits"], cfg.tf_compat),
+        threshold=_kernels.solarize_threshold(args["threshold"], cfg.tf_compat),
+        addition=args["addition"],
+    )
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def _kernel_fns(cfg: _Config, kernels: tuple[str, ...]) -> list[Callable[..., jax.Array]]:
+    """The op kernels as `fn(images, params) -> images` on a batch (of one, in the loop)."""
+    fns = {
+        "warp": lambda x, p: _image.warp(x, p.matrix, cfg.fill),
+        "cutout": lambda x, p: _image.fill_boxes(x, p.box, cfg.fill),
+        "auto_contrast": lambda x, p: _kernels.auto_contrast_kernel(x),
+        "equalize": lambda x, p: _kernels.equalize_kernel(x),
+        "invert": lambda x, p: _image.invert_values(x),
+        "posterize": lambda x, p: _kernels.posterize_kernel(x, p.shift),
+        "solarize": lambda x, p: _kernels.solarize_kernel(x, p.threshold),
+        "solarize_add": lambda x, p: _kernels.solarize_add_kernel(
+            x, p.addition, jnp.full_like(p.addition, _SOLARIZE_ADD_THRESHOLD)),
+        "color": lambda x, p: _kernels.color_kernel(x, p.factor),
+        "contrast": lambda x, p: _kernels.contrast_kernel(x, p.factor, cfg.tf_compat),
+        "brightness": lambda x, p: _kernels.brightness_kernel(x, p.factor),
+        "sharpness": lambda x, p: _kernels.sharpness_kernel(x, p.factor),
+    }
+    return [fns[k] for k in kernels]
+
+
+def _run_per_image(images: jax.Array, params: _Params, cfg: _Config,
+                   kernels: tuple[str, ...]) -> jax.Array:
+    """Loop over images; each applies its own op of every layer (`params` is `[L, B, ...]`)."""
+    fns = _kernel_fns(cfg, kernels)
+    num_layers = params.op.shape[0]
+
+    def body(b: jax.Array, out: jax.Array) -> jax.Array:
+        image = lax.dynamic_index_in_dim(out, b, keepdims=True)
+        for i in range(num_layers):
+            p = jax.tree.map(lambda a, i=i: lax.dynamic_index_in_dim(a[i], b), params)
+            image = fns[0](image, p) if len(fns) == 1 else lax.switch(p.kernel[0], fns, image, p)
+        return lax.dynamic_update_index_in_dim(out, image, b, 0)
+
+    return lax.fori_loop(0, images.shape[0], body, images)
+
+
+def _equalize_capacity(batch: int, cfg: _Config) -> int:
+    """How many images a layer's Equalize histograms are computed for before falling back to
+    the whole batch: twice the expected count plus 8, about six standard deviations up."""
+    share = cfg.ops.count("Equalize") / len(cfg.ops)
+    return min(batch, math.ceil(2 * batch * share) + 8)
+
+
+def _equalize_luts_of_some(x: jax.Array, selected: jax.Array, cfg: _Config) -> jax.Array:
+    """Equalize tables `uint8[B, 3, 256]`, exact for the `selected` images (others: any).
+
+    The histogram (a scatter-add over every pixel) is the costliest part of a layer on GPU, and
+    only the images that drew Equalize need it: gather up to `_equalize_capacity` of them
+    first; the rare layer with more runs the whole batch.
+    """
+    batch = x.shape[0]
+    capacity = _equalize_capacity(batch, cfg)
+    if capacity >= batch:
+        return _image.equalize_luts(_image.channel_histograms(x))
+    order = jnp.argsort(~selected, stable=True)[:capacity]  # selected images first
+
+    def some(x: jax.Array) -> jax.Array:
+        luts = _image.equalize_luts(_image.channel_histograms(x[order]))
+        identity = jnp.broadcast_to(jnp.arange(256, dtype=jnp.uint8), (batch, 3, 256))
+        return identity.at[order].set(luts)
+
+    def every(x: jax.Array) -> jax.Array:
+        return _image.equalize_luts(_image.channel_histograms(x))
+
+    return lax.cond(selected.sum() <= capacity, some, every, x)
+
+
+def _layer_luts(x: jax.Array, p: _Params, cfg: _Config, is_op: Callable[[str], jax.Array]
+                ) -> jax.Array:
+    """`uint8[B, 3, 256]`: each image's table for its op; identity for non-table ops."""
+    present = set(cfg.ops)
+    batch = x.shape[0]
+    v = jnp.arange(256, dtype=jnp.int32)[None, None, :]
+    vf = v.astype(jnp.float32)
+
+    def col(a: jax.Array) -> jax.Array:
+        return a[:, None, None]
+
+    def table(name: str) -> jax.Array:
+        if name == "AutoContrast":
+            lo, hi = _image.channel_min_max(x)
+            return _image.autocontrast_values(vf, lo.astype(jnp.float32)[..., None],
+                                              hi.astype(jnp.float32)[..., None])
+        if name == "Equalize":
+            return _equalize_luts_of_some(x, is_op("Equalize"), cfg)
+        if name == "Invert":
+            return _image.invert_values(v)
+        if name == "Posterize":
+            return _image.posterize_values(v, col(p.shift))
+        if name == "Solarize":
+            return _image.solarize_values(v, col(p.threshold))
+        if name == "SolarizeAdd":
+            return _image.solarize_add_values(v, col(p.addition), _SOLARIZE_ADD_THRESHOLD)
+        if name == "Brightness":
+            return _image.blend_values(jnp.float32(0.0), vf, col(p.factor))
+        mean = _kernels.contrast_degenerate(x, cfg.tf_compat).astype(jnp.float32)  # Contrast
+        return _image.blend_values(col(mean), vf, col(p.factor))
+
+    luts = jnp.broadcast_to(jnp.arange(256, dtype=jnp.uint8), (batch, 3, 256))
+    for name in _LUT_OPS:
+        if name in present:
+            t = jnp.broadcast_to(table(name).astype(jnp.uint8), (batch, 3, 256))
+            luts = jnp.where(col(is_op(name)), t, luts)
+    return luts
+
+
+def _layer_batched(x: jax.Array, p: _Params, cfg: _Config) -> jax.Array:
+    """One layer for the whole batch: warp, lookup table, blend (each only if some op needs it).
+
+    Every image has one op, so each stage is the identity for the images of the others and can
+    read the previous stage's output.
+    """
+    present = set(cfg.ops)
+
+    def is_op(name: str) -> jax.Array:
+        return jnp.isin(p.op, jnp.asarray([i for i, n in enumerate(cfg.ops) if n == name],
+                                          jnp.int32))
+
+    has_cutout = "Cutout" in present
+    if present.intersection(_GEOMETRIC):
+        x = _image.warp(x, p.matrix, cfg.fill, p.box if has_cutout else None)
+    elif has_cutout:
+        x = _image.fill_boxes(x, p.box, cfg.fill)
+
+    if present.intersection(_LUT_OPS):
+        luts = _image.materialize(lambda x: _layer_luts(x, p, cfg, is_op), x)
+        x = _image.materialize(_image.apply_luts, x, luts)
+
+    if present.intersection(_BLEND_OPS):
+        def degenerate(x: jax.Array) -> jax.Array:
+            d = x
+            if "Color" in present:
+                gray = jnp.broadcast_to(_image.grayscale(x)[..., None], x.shape)
+                d = jnp.where(is_op("Color")[:, None, None, None], gray, d)
+            if "Sharpness" in present:
+                d = jnp.where(is_op("Sharpness")[:, None, None, None], _image.smooth(x), d)
+            return d
+
+        factor = jnp.where(is_op("Color") | is_op("Sharpness"), p.factor, 1.0)
+        d = _image.materialize(degenerate, x)
+        x = _image.blend_values(d.astype(jnp.float32), x.astype(jnp.float32),
+                                factor[:, None, None, None])
+    return x
+
+
+def _run_batched(images: jax.Array, params: _Params, cfg: _Config) -> jax.Array:
+    def layer(i: jax.Array, x: jax.Array) -> jax.Array:
+        return _layer_batched(x, jax.tree.map(lambda a: a[i], params), cfg)
+
+    return lax.fori_loop(0, params.op.shape[0], layer, images)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _uniform_pixels(key: jax.Array, shape: tuple[int, ...], height: int, width: int) -> jax.Array:
+    """`int32[*shape, 2]` (row, column), uniform over the pixels."""
+    limits = jnp.broadcast_to(jnp.asarray([height, width], jnp.int32), (*shape, 2))
+    return jax.random.randint(key, (*shape, 2), 0, limits, dtype=jnp.int32)
+
+
+class _Draws(NamedTuple):
+    """The random draws of one `randaugment` call, `[num_layers, B]` each."""
+
+    op: jax.Array  # int32 index into ops
+    sign: jax.Array  # float32 +-1 for Rotate / Shear / Translate
+    magnitude: Any  # the Python magnitude per layer, or float32 [L, B] when sampled
+    centers: jax.Array  # int32 [L, B, 2] Cutout centres (row, column)
+
+
+def _sample_draws(key: jax.Array, batch: int, num_layers: int, num_ops: int, magnitude: float,
+                  magnitude_std: float, height: int, width: int) -> _Draws:
+    k_ops, k_sign, k_mag, k_center = jax.random.split(key, 4)
+    op = randaugment_ops(k_ops, batch, num_layers, num_ops)
+    sign = jnp.where(jax.random.bernoulli(k_sign, 0.5, (num_layers, batch)), 1.0, -1.0)
+    if magnitude_std > 0:
+        noise = jax.random.normal(k_mag, (num_layers, batch), jnp.float32)
+        mags: Any = jnp.maximum(np.float32(magnitude) + np.float32(magnitude_std) * noise, 0.0)
+    else:
+        mags = [magnitude] * num_layers
+    centers = _uniform_pixels(k_center, (num_layers, batch), height, width)
+    return _Draws(op, sign.astype(jnp.float32), mags, centers)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _randaugment(key: jax.Array, images: jax.Array, num_layers: int, magnitude: float,
+                 magnitude_std: float, cfg: _Config, executor: str) -> jax.Array:
+    if num_layers == 0:
+        return images
+    draws = _sample_draws(key, images.shape[0], num_layers, len(cfg.ops), magnitude,
+                          magnitude_std, cfg.height, cfg.width)
+    kernels = tuple(dict.fromkeys(_KERNEL_OF_OP[n] for n in cfg.ops))
+    per_layer = [
+        _layer_params(draws.op[i], draws.sign[i], draws.magnitude[i], draws.centers[i], cfg,
+                      kernels)
+        for i in range(num_layers)
+    ]
+    params = jax.tree.map(lambda *a: jnp.stack(a), *per_layer)
+
+    def per_image(x: jax.Array, p: _Params) -> jax.Array:
+        return _run_per_image(x, p, cfg, kernels)
+
+    def batched(x: jax.Array, p: _Params) -> jax.Array:
+        return _run_batched(x, p, cfg)
+
+    if executor == "per_image":
+        return per_image(images, params)
+    if executor == "batched":
+        return batched(images, params)
+    return lax.platform_dependent(images, params, cpu=per_image, default=batched)
+
+
+def randaugment(
+    key: jax.Array,
+    images: jax.Array,
+    *,
+    num_layers: int = 2,
+    magnitude: float = 27.0,
+    ops: Sequence[str] = DEFAULT_OPS,
+    fill: int = 128,
+    translate_const: float = 100,
+    cutout_const: float = 40,
+    magnitude_std: float = 0.0,
+    tf_compat: bool = False,
+) -> jax.Array:
+    """Noisy Student's RandAugment on a batch; every image draws its own ops.
+
+    In each of `num_layers` layers every image draws one op uniformly from `ops` (with
+    replacement, always applied), its own sign for Rotate/Shear/Translate (p = 0.5) and its
+    own Cutout centre (uniform over the pixels). The level is `magnitude / 10`, never clipped,
+    mapped as the reference: Rotate ±30·L degrees; ShearX/Y ±0.3·L; TranslateX/Y
+    ±translate_const·L pixels; Cutout half-size int(cutout_const·L); Posterize int(4·L) bits;
+    Solarize threshold int(256·L); SolarizeAdd +int(110·L) below 128; Color, Contrast,
+    Brightness, Sharpness factor 1.8·L + 0.1. Geometric ops and Cutout fill with `fill`.
+
+    **Arguments:**
+    - `key`: a `jax.random` key; the same key gives the same output.
+    - `images`: `uint8[B, H, W, 3]`, a batch (sharded or not); no `vmap` needed.
+    - `num_layers`: ops per image (N), >= 0. `magnitude`: M >= 0 (27 as Noisy Student's
+      default; the reference suggests 6-27 for B2-B7 students).
+    - `ops`: op names from `DEFAULT_OPS` (the official 16 in their order, the default).
+    - `translate_const`, `cutout_const`: pixels at level 1 (ImageNet 100 and 40; the 32-px
+      pipeline uses H // 8, see `svhn_augment`).
+    - `magnitude_std`: > 0 draws the magnitude per image and layer from N(magnitude, std) as
+      timm's `mstd` does, clipped at 0 only (timm also clips at its `mmax`, 10 by default).
+    - `tf_compat`: reproduce the official code as it ran under TF1 with numpy < 2 -- the
+      Posterize shift and Solarize threshold wrap mod 256 as uint8 (so at M = 27 Posterize
+      keeps one bit and Solarize inverts values >= 179; at M = 10 Solarize inverts
+      everything) and Contrast blends toward min(255, H·W/256) instead of the mean grey. The
+      default is the corrected behaviour: Posterize with >= 8 bits and Solarize with threshold
+      >= 256 are the identity, Contrast uses the mean grey level.
+
+    **Returns:** `uint8[B, H, W, 3]`.
+
+    On CPU each image runs only its own ops (a loop over the batch); elsewhere each layer is one
+    warp, one per-image lookup table and one blend over the whole batch. Both give the same
+    bits. Measured: 3,500-4,200 img/s on 2 CPU cores and about 105,000 img/s on one H200 for
+    256 images of 224x224 at N = 2, M = 27.
+    """
+    batch, height, width = _kernels.check_images(images)
+    num_layers = _checks.check_positive_int("num_layers", num_layers, minimum=0)
+    cfg = _Config(
+        ops=_check_ops(ops), height=height, width=width, fill=_kernels.check_fill(fill),
+        translate_const=_check_number("translate_const", translate_const),
+        cutout_const=_check_number("cutout_const", cutout_const),
+        tf_compat=_kernels.check_flag("tf_compat", tf_compat),
+    )
+    return _randaugment(key, jnp.asarray(images), num_layers,
+                        _check_number("magnitude", magnitude),
+                        _check_number("magnitude_std", magnitude_std), cfg, "auto")
+
+
+def cutout(key: jax.Array, images: jax.Array, size: int, *, fill: int = 128) -> jax.Array:
+    """Fill a square of side `size` (half-size `size // 2`, clipped at the borders) at a
+    uniformly random centre pixel of every image with `fill`, as the reference's
+    `cutout(image, pad_size=size // 2, replace=fill)`. `uint8[B, H, W, 3] -> uint8[B, H, W, 3]`."""
+    batch, height, width = _kernels.check_images(images)
+    size = _checks.check_positive_int("size", size, minimum=0)
+    fill = _kernels.check_fill(fill)
+    centers = _uniform_pixels(key, (batch,), height, width)
+    boxes = _image.cutout_boxes(centers, jnp.full((batch,), size // 2, jnp.int32), height, width)
+    return _image.fill_boxes(jnp.asarray(images), boxes, fill)
+
+
+def svhn_augment(key: jax.Array, images: jax.Array, *, magnitude: float = 5.0) -> jax.Array:
+    """The official 32-px (CIFAR-10 / SVHN) training augmentation after decoding.
+
+    RandAugment (N = 2, the given M, translate and cutout constants H // 8), then an extra
+    cutout of half-size H // 4 (16x16 at 32 px) filled with 128, then reflect-pad 4 pixels and
+    a random H x W crop per image; no flip. `uint8[B, H, W, 3] -> uint8[B, H, W, 3]`.
+    """
+    batch, height, width = _kernels.check_images(images)
+    k_ra, k_cut, k_crop = jax.random.split(key, 3)
+    x = randaugment(k_ra, images, num_layers=2, magnitude=magnitude,
+                    translate_const=height // 8, cutout_const=height // 8)
+    x = cutout(k_cut, x, 2 * (height // 4), fill=128)
+    pad = 4
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    offsets = jax.random.randint(k_crop, (batch, 2), 0, 2 * pad + 1)
+    return jax.vmap(lambda im, o: lax.dynamic_slice(im, (o[0], o[1], 0), (height, width, 3)))(
+        padded, offsets)
