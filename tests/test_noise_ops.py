@@ -14,27 +14,14 @@ from hypothesis import given, settings
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from nsjax.noise import _image, ops
+from tests.noise_images import make_images
 
 SETTINGS = settings(deadline=None, max_examples=10)
 F32 = np.float32
 FACTORS = (0.0, 0.1, 0.5, 1.0, 1.9, 3.3, 4.96, 5.14)  # 1.8 L + 0.1 for M = 0, 5, 10, 27, 28
 
 
-def make_images(seed: int, batch: int = 6, height: int = 32, width: int = 40) -> np.ndarray:
-    """Half uniform noise, half smooth ramps with noise in a random [lo, hi] range (so
-    AutoContrast and Equalize have work to do)."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-    yy, xx = np.mgrid[:height, :width]
-    for i in range(batch // 2):
-        lo, hi = np.sort(rng.integers(0, 256, 2))
-        ramp = lo + (hi - lo) * (((xx + 0.7 * yy + 13 * i) % 97) / 97.0)
-        noisy = ramp[..., None] + rng.integers(-20, 21, (height, width, 3))
-        x[i] = np.clip(noisy, lo, hi).astype(np.uint8)
-    return x
-
-
-IMAGES = make_images(0)
+IMAGES = make_images(0, 6)
 
 
 def pil_each(images: np.ndarray, fn) -> np.ndarray:
@@ -209,7 +196,7 @@ def test_grayscale_of_every_colour_equals_tf_and_is_at_most_one_below_pil():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_geometric_ops_equal_tf_transcription(seed):
-    x = make_images(seed)
+    x = make_images(seed, 6)
     rng = np.random.default_rng(seed)
     b, h, w = x.shape[:3]
     cases = [

@@ -16,24 +16,13 @@ from nsjax import noise
 from nsjax.noise import _image
 from nsjax.noise import _randaugment as ra
 from nsjax.noise import ops
+from tests.noise_images import make_images
 
 KEY = jax.random.key(0)
 F32 = np.float32
 
 
-def make_images(seed: int, batch: int = 8, height: int = 32, width: int = 40) -> np.ndarray:
-    """Half noise, half smooth ramps in a random grey range (no pixel equals 128)."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
-    yy, xx = np.mgrid[:height, :width]
-    for i in range(batch // 2):
-        lo, hi = np.sort(rng.integers(0, 256, 2))
-        ramp = lo + (hi - lo) * (((xx + 0.7 * yy + 13 * i) % 97) / 97.0)
-        x[i] = np.clip(ramp[..., None] + rng.integers(-20, 21, (height, width, 3)), lo, hi)
-    return x
-
-
-IMAGES = make_images(0)
+IMAGES = make_images(0, 8)
 
 
 def run(executor: str, key, images, *, num_layers=2, magnitude=27.0, ops_=noise.DEFAULT_OPS,
