@@ -48,7 +48,8 @@ def make_train_step(model, opt, dtype=jnp.bfloat16):
 
 
 def _timed(fn, steps: int) -> tuple[float, float]:
-    """(first call seconds, median-free mean seconds per call over `steps` after 2 warm-ups)."""
+    """(seconds of the first, compiling call; mean seconds per call over `steps` calls after
+    two warm-up calls)."""
     t0 = time.perf_counter()
     jax.block_until_ready(fn())
     first = time.perf_counter() - t0
