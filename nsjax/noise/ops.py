@@ -134,45 +134,44 @@ def sharpness(images: jax.Array, factor: Any) -> jax.Array:
     return sharpness_kernel(jnp.asarray(images), per_image("factor", factor, batch, integer=False))
 
 
+def _warp(images: jax.Array, name: str, value: Any, fill: int, matrices_of) -> jax.Array:
+    """The geometric ops: check, broadcast the per-image float parameter `name`, build one
+    2x3 matrix per image with `matrices_of` and sample the nearest pixel (outside: `fill`)."""
+    batch, _, _ = check_images(images)
+    matrices = matrices_of(per_image(name, value, batch, integer=False))
+    return _image.warp(jnp.asarray(images), matrices, check_fill(fill))
+
+
 def rotate(images: jax.Array, degrees: Any, *, fill: int = 128) -> jax.Array:
     """Rotate each image by `degrees` (float `[B]` or scalar) about its centre
     `((W - 1) / 2, (H - 1) / 2)`, as TF's `contrib.image.rotate`: output pixel (x, y) takes the
     input pixel nearest to `(cos a x - sin a y + x_off, sin a x + cos a y + y_off)`, so positive
     angles turn the content counter-clockwise on screen. Pixels from outside get `fill`."""
-    batch, height, width = check_images(images)
-    degrees = per_image("degrees", degrees, batch, integer=False)
-    matrices = _image.rotation_matrices(degrees, height, width)
-    return _image.warp(jnp.asarray(images), matrices, check_fill(fill))
+    _, height, width = check_images(images)
+    return _warp(images, "degrees", degrees, fill,
+                 lambda d: _image.rotation_matrices(d, height, width))  # fmt: skip
 
 
 def shear_x(images: jax.Array, shear: Any, *, fill: int = 128) -> jax.Array:
     """Shear along x about the top-left corner: output (x, y) takes input (x + shear * y, y).
     `shear`: float `[B]` or scalar."""
-    batch, _, _ = check_images(images)
-    matrices = _image.shear_x_matrices(per_image("shear", shear, batch, integer=False))
-    return _image.warp(jnp.asarray(images), matrices, check_fill(fill))
+    return _warp(images, "shear", shear, fill, _image.shear_x_matrices)
 
 
 def shear_y(images: jax.Array, shear: Any, *, fill: int = 128) -> jax.Array:
     """Shear along y about the top-left corner: output (x, y) takes input (x, y + shear * x)."""
-    batch, _, _ = check_images(images)
-    matrices = _image.shear_y_matrices(per_image("shear", shear, batch, integer=False))
-    return _image.warp(jnp.asarray(images), matrices, check_fill(fill))
+    return _warp(images, "shear", shear, fill, _image.shear_y_matrices)
 
 
 def translate_x(images: jax.Array, pixels: Any, *, fill: int = 128) -> jax.Array:
     """Output (x, y) takes input (x + pixels, y): positive `pixels` move the content left.
     `pixels`: float `[B]` or scalar (a fraction is rounded per pixel, half away from zero)."""
-    batch, _, _ = check_images(images)
-    matrices = _image.translate_x_matrices(per_image("pixels", pixels, batch, integer=False))
-    return _image.warp(jnp.asarray(images), matrices, check_fill(fill))
+    return _warp(images, "pixels", pixels, fill, _image.translate_x_matrices)
 
 
 def translate_y(images: jax.Array, pixels: Any, *, fill: int = 128) -> jax.Array:
     """Output (x, y) takes input (x, y + pixels): positive `pixels` move the content up."""
-    batch, _, _ = check_images(images)
-    matrices = _image.translate_y_matrices(per_image("pixels", pixels, batch, integer=False))
-    return _image.warp(jnp.asarray(images), matrices, check_fill(fill))
+    return _warp(images, "pixels", pixels, fill, _image.translate_y_matrices)
 
 
 def cutout(images: jax.Array, centers: Any, half_size: Any, *, fill: int = 128) -> jax.Array:

@@ -64,7 +64,7 @@ def test_loader_lists_every_problem_at_once():
 
 
 def test_loader_ignores_num_batches_tracked_reads_safetensors_and_leaves_inputs_alone(tmp_path):
-    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    from safetensors import numpy as safetensors_numpy  # a dependency: never skipped
     _, weights, model, state = _load(CASES[1])
     fresh, fresh_state = models.efficientnet_from_config(
         NSJAX_CONFIG[CASES[1].name], key=jax.random.key(1), num_classes=10
