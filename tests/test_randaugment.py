@@ -152,7 +152,7 @@ def public_op(name: str, x, draws, layer: int, magnitude: float, *, tf_compat=Fa
                  "TranslateY": (ops.translate_y, level * translate_const)}
     if name in geometric:
         fn, value = geometric[name]
-        return fn(x, sign * F32(value), fill=fill)
+        return fn(x, sign * F32(value), fill=fill, tf_compat=tf_compat)
     if name == "Cutout":
         return ops.cutout(x, draws.centers[layer], int(level * cutout_const), fill=fill)
     if name == "Posterize":
@@ -163,21 +163,21 @@ def public_op(name: str, x, draws, layer: int, magnitude: float, *, tf_compat=Fa
         return ops.solarize_add(x, int(level * 110))
     if name == "Contrast":
         return ops.contrast(x, factor, tf_compat=tf_compat)
-    enhance = {"Color": ops.color, "Brightness": ops.brightness, "Sharpness": ops.sharpness}
-    if name in enhance:
-        return enhance[name](x, factor)
-    plain = {"AutoContrast": ops.auto_contrast, "Equalize": ops.equalize, "Invert": ops.invert}
-    return plain[name](x)
+    if name in ("Color", "Sharpness"):
+        return {"Color": ops.color, "Sharpness": ops.sharpness}[name](x, factor,
+                                                                     tf_compat=tf_compat)
+    if name == "Brightness":
+        return ops.brightness(x, factor)
+    if name == "AutoContrast":
+        return ops.auto_contrast(x, tf_compat=tf_compat)
+    return {"Equalize": ops.equalize, "Invert": ops.invert}[name](x)
 
 
 @pytest.mark.parametrize("name", noise.DEFAULT_OPS)
 def test_each_op_of_the_policy_is_the_public_op(name):
     x = make_images(3, 6)
     b, h, w = x.shape[:3]
-    cases = [(5.0, False)]
-    if name in ("Posterize", "Solarize", "Contrast"):  # the ops that tf_compat changes
-        cases.append((10.0, True))
-    for magnitude, tf_compat in cases:
+    for magnitude, tf_compat in ((5.0, False), (10.0, True)):
         key = jax.random.key(len(name))
         got = noise.randaugment(key, x, num_layers=2, magnitude=magnitude, ops=(name,),
                                 tf_compat=tf_compat, fill=5, translate_const=10, cutout_const=8)
@@ -294,6 +294,9 @@ def test_bad_arguments_are_named_before_any_work():
         noise.randaugment(KEY, x, fill=-1)
     with pytest.raises(TypeError, match="tf_compat must be a bool"):
         noise.randaugment(KEY, x, tf_compat="yes")
+    big = jax.ShapeDtypeStruct((2, 16, 4100, 3), jnp.uint8)
+    with pytest.raises(ValueError, match=r"at most 4096 px .* got shape \(2, 16, 4100, 3\)"):
+        noise.randaugment(KEY, big, ops=("Invert", "ShearX"))
     with pytest.raises(ValueError, match="size must be >= 0"):
         noise.cutout(KEY, x, -2)
     with pytest.raises(ValueError, match="num_ops must be >= 1"):

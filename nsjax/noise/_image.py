@@ -4,18 +4,19 @@ Every primitive takes a batch `uint8[B, H, W, 3]` and per-image parameters with 
 axis, and never loops over images in Python. The RandAugment policy builds every op from these
 same functions, so a public op and the policy give bit-identical results.
 
-Float arithmetic follows the TensorFlow reference exactly: float32, one rounding per operation,
-no fused multiply-add. XLA contracts `a * b + c` into an FMA on CPU and GPU, which changes the
+Two numerics are provided where PIL and the TensorFlow reference differ: PIL's (integer
+grayscale, rounded smoothing, float64 AutoContrast, 16.16 fixed-point geometry) and TF's
+(float32 throughout). Float32 arithmetic follows TF exactly: one rounding per operation, no
+fused multiply-add. XLA contracts `a * b + c` into an FMA on CPU and GPU, which changes the
 rounding; every product that feeds an addition is therefore written as the sum of two *exact*
-products (`_mul_small_int`), so the result is the correctly rounded float32 product whatever the
+products (`mul_small_int`), so the result is the correctly rounded float32 product whatever the
 compiler fuses. That holds for integer factors below 2**12 (pixel values, pixel coordinates of
-images up to 4096 px a side).
+images up to 4096 px a side, the limit `check_geometry_size` enforces).
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -25,15 +26,21 @@ from jax import lax
 _LOW_BITS_MASK = np.int32(~0xFFF)  # clears the low 12 of float32's 23 stored mantissa bits
 
 
-def _mul_small_int(f: jax.Array, n: jax.Array) -> jax.Array:
+def split12(f: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """float32 `f = hi + lo` exactly, each with at most 12 significant bits, so that the
+    product of either with another 12-bit value is exact."""
+    hi = lax.bitcast_convert_type(lax.bitcast_convert_type(f, jnp.int32) & _LOW_BITS_MASK,
+                                  jnp.float32)
+    return hi, f - hi
+
+
+def mul_small_int(f: jax.Array, n: jax.Array) -> jax.Array:
     """`fl32(f * n)` for float32 `f` and float32 `n` holding an integer with |n| < 2**12.
 
     `f = hi + lo` with 12 significant bits each, so `hi * n` and `lo * n` are exact and their
     sum rounds once to the correctly rounded product, with or without FMA contraction.
     """
-    hi = lax.bitcast_convert_type(lax.bitcast_convert_type(f, jnp.int32) & _LOW_BITS_MASK,
-                                  jnp.float32)
-    lo = f - hi
+    hi, lo = split12(f)
     return hi * n + lo * n
 
 
@@ -87,7 +94,7 @@ def blend_values(degenerate: jax.Array, v: jax.Array, factor: jax.Array) -> jax.
     `degenerate + factor * (v - degenerate)` in float32, clipped to [0, 255], truncated.
     factor 0 gives `degenerate`, factor 1 gives `v`, exactly.
     """
-    return _trunc_uint8(degenerate + _mul_small_int(factor, v - degenerate))
+    return _trunc_uint8(degenerate + mul_small_int(factor, v - degenerate))
 
 
 # `fl32(255 / d)` for d = 0..255, correctly rounded, so that no device division (approximate on
@@ -105,9 +112,68 @@ def autocontrast_values(v: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array
     """
     spread = hi - lo
     scale = jnp.asarray(_AUTOCONTRAST_SCALES)[jnp.clip(spread, 0, 255).astype(jnp.int32)]
-    offset = -_mul_small_int(scale, lo)
-    return jnp.where(spread > 0, _trunc_uint8(_mul_small_int(scale, v) + offset),
+    offset = -mul_small_int(scale, lo)
+    return jnp.where(spread > 0, _trunc_uint8(mul_small_int(scale, v) + offset),
                      v.astype(jnp.uint8))
+
+
+@functools.cache
+def _pil_autocontrast_misses() -> np.ndarray:
+    """Sorted `int32` keys `lo * 65536 + hi * 256 + v` where PIL's AutoContrast table is one
+    below the exact `floor((v - lo) * 255 / (hi - lo))`.
+
+    PIL computes `int(v * scale + offset)` in float64 with `scale = 255 / (hi - lo)` and
+    `offset = -lo * scale`; where the exact quotient is a whole number the rounded sum can land
+    just below it (12,094 of the 8.4 million (lo, hi, v) triples). Found by evaluating that
+    expression in NumPy float64, which rounds as CPython does.
+    """
+    lo, hi = np.triu_indices(256, 1)
+    v = np.arange(256)
+    exact = ((v[None, :] - lo[:, None]) * 255) % (hi - lo)[:, None] == 0
+    pair, value = np.nonzero(exact & (v[None, :] >= lo[:, None]) & (v[None, :] <= hi[:, None]))
+    lo, hi = lo[pair], hi[pair]
+    scale = 255.0 / (hi - lo).astype(np.float64)
+    pil = np.trunc(value * scale + (-lo * scale))
+    whole = (value - lo) * 255 // (hi - lo)
+    miss = pil < whole
+    return np.sort((lo[miss] * 65536 + hi[miss] * 256 + value[miss]).astype(np.int32))
+
+
+def pil_autocontrast_values(v: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """`clip(floor((v - lo) * 255 / (hi - lo)), 0, 255)` exactly, `uint8`; `v` unchanged where
+    `hi <= lo`. `v`, `lo`, `hi`: integer grey levels broadcasting together.
+
+    PIL's AutoContrast except at its float64 misses (`pil_autocontrast_has_misses`). Computed
+    as `floor((q + 1/2) * fl32(1 / d))` for `q = (v - lo) * 255`, `d = hi - lo`: `(q + 1/2) / d`
+    is at least `1 / (2 d) >= 0.002` from an integer and the float32 error below 3e-5, so no
+    integer division is needed.
+    """
+    v, lo, hi = (a.astype(jnp.int32) for a in (v, lo, hi))
+    spread = hi - lo
+    inverse = np.float32(1.0) / jnp.maximum(spread, 1).astype(jnp.float32)
+    scaled = (jnp.clip(v - lo, 0, None) * 255).astype(jnp.float32) + np.float32(0.5)
+    whole = jnp.minimum(jnp.floor(scaled * inverse), 255.0)
+    return jnp.where(spread > 0, whole.astype(jnp.int32), v).astype(jnp.uint8)
+
+
+def pil_autocontrast_has_misses(lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """`bool`, shape of `lo`: whether PIL's table for a channel with extremes `lo`, `hi`
+    differs from `pil_autocontrast_values` anywhere (5,958 of the 32,640 ranges)."""
+    pairs = jnp.asarray(np.unique(_pil_autocontrast_misses() >> 8))
+    key = lo.astype(jnp.int32) * 256 + hi.astype(jnp.int32)
+    return pairs[jnp.clip(jnp.searchsorted(pairs, key), 0, pairs.shape[0] - 1)] == key
+
+
+def pil_autocontrast_luts(lo: jax.Array, hi: jax.Array) -> jax.Array:
+    """PIL's `ImageOps.autocontrast` tables for channels with extremes `lo`, `hi` (integers of
+    any shape `S`), `uint8[*S, 256]`: `pil_autocontrast_values` one lower at PIL's float64
+    misses (see `_pil_autocontrast_misses`); the identity where `hi <= lo`."""
+    lo, hi = lo[..., None].astype(jnp.int32), hi[..., None].astype(jnp.int32)
+    v = jnp.arange(256, dtype=jnp.int32).reshape((1,) * (lo.ndim - 1) + (256,))
+    misses = jnp.asarray(_pil_autocontrast_misses())
+    key = lo * 65536 + hi * 256 + v
+    found = misses[jnp.clip(jnp.searchsorted(misses, key), 0, misses.shape[0] - 1)] == key
+    return pil_autocontrast_values(v, lo, hi) - found.astype(jnp.uint8)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -176,25 +242,35 @@ def _gray_tables() -> np.ndarray:
 _GRAY_TABLES = _gray_tables()
 
 
-def grayscale(images: jax.Array) -> jax.Array:
-    """`tf.image.rgb_to_grayscale` of uint8 images, `uint8[B, H, W]`.
+def grayscale(images: jax.Array, *, tf_compat: bool) -> jax.Array:
+    """Grey level of every pixel, `uint8[B, H, W]`.
 
-    TF scales to [0, 1] (`* fl(1/255)`), takes the dot product with (0.2989, 0.5870, 0.1140)
-    left to right in float32 and converts back with `* 255.5` and truncation. The per-channel
-    terms come from 256-entry tables so that no product is fused into the sum.
+    Default: PIL's `convert("L")`, `(19595 R + 38470 G + 7471 B + 2**15) >> 16` (ITU-R 601-2
+    weights 0.299, 0.587, 0.114 in 16-bit fixed point, rounded).
+    tf_compat: `tf.image.rgb_to_grayscale`, which scales to [0, 1] (`* fl(1/255)`), takes the
+    dot product with (0.2989, 0.5870, 0.1140) left to right in float32 and converts back with
+    `* 255.5` and truncation; the per-channel terms come from 256-entry tables so that no
+    product is fused into the sum.
     """
+    if not tf_compat:
+        x = images.astype(jnp.int32)
+        return ((x[..., 0] * 19595 + x[..., 1] * 38470 + x[..., 2] * 7471 + 32768) >> 16
+                ).astype(jnp.uint8)
     tables = jnp.asarray(_GRAY_TABLES)
     r, g, b = (tables[c].at[images[..., c].astype(jnp.int32)].get(mode="promise_in_bounds")
                for c in range(3))
     return (((r + g) + b) * np.float32(255.5)).astype(jnp.uint8)
 
 
-def smooth(images: jax.Array) -> jax.Array:
-    """PIL's SMOOTH filter as the TF reference applies it, `uint8[B, H, W, 3]`.
+def smooth(images: jax.Array, *, tf_compat: bool) -> jax.Array:
+    """PIL's SMOOTH filter, `uint8[B, H, W, 3]`: kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13
+    per channel on the interior; the one-pixel border keeps the input pixels.
 
-    Kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 per channel, VALID, truncated
-    (`floor(sum / 13)` in exact integers); the one-pixel border keeps the input pixels.
-    Computed on `[B, H, W * 3]` rows (neighbours 3 apart) in int16, separably.
+    Default: rounded, as PIL (`floor((S + 6) / 13)` for the integer sum `S`; PIL's float32 sum
+    never lands on the wrong side, as `S / 13` is at least 1/26 from a half).
+    tf_compat: truncated, as the TF reference casts its float32 convolution
+    (`floor(S / 13)`, the exact value). Computed on `[B, H, W * 3]` rows (neighbours 3 apart) in
+    int16, separably.
     """
     b, h, w, c = images.shape
     if h < 3 or w < 3:
@@ -203,7 +279,7 @@ def smooth(images: jax.Array) -> jax.Array:
     v = rows.astype(jnp.int16)
     across = v[:, :, :-2 * c] + v[:, :, c:-c] + v[:, :, 2 * c:]  # [B, H, (W - 2) C]
     total = across[:, :-2] + across[:, 1:-1] + across[:, 2:] + 4 * v[:, 1:-1, c:-c]
-    inner = (total // 13).astype(jnp.uint8)
+    inner = ((total if tf_compat else total + 6) // 13).astype(jnp.uint8)
     middle = jnp.concatenate([rows[:, 1:-1, :c], inner, rows[:, 1:-1, -c:]], axis=2)
     return jnp.concatenate([rows[:, :1], middle, rows[:, -1:]], axis=1).reshape(b, h, w, c)
 
@@ -211,94 +287,65 @@ def smooth(images: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------- geometry
 
 
-def identity_matrices(batch: int) -> jax.Array:
-    """`float32[B, 2, 3]` identity affine maps."""
-    eye = jnp.asarray([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], jnp.float32)
-    return jnp.broadcast_to(eye, (batch, 2, 3))
-
-
-def rotation_matrices(degrees: jax.Array, height: int, width: int) -> jax.Array:
-    """TF `contrib.image.rotate` maps about the image centre, `float32[B, 2, 3]`.
-
-    `radians = fl32(degrees * fl32(pi / 180))`; output (x, y) samples input
-    `(cos x - sin y + x_off, sin x + cos y + y_off)` with TF's float32 offsets.
-    """
-    radians = degrees.astype(jnp.float32) * np.float32(math.pi / 180.0)
-    cos, sin = jnp.cos(radians), jnp.sin(radians)
-    w1, h1 = np.float32(width - 1), np.float32(height - 1)
-    x_off = (w1 - (_mul_small_int(cos, w1) - _mul_small_int(sin, h1))) * np.float32(0.5)
-    y_off = (h1 - (_mul_small_int(sin, w1) + _mul_small_int(cos, h1))) * np.float32(0.5)
-    return jnp.stack([jnp.stack([cos, -sin, x_off], -1), jnp.stack([sin, cos, y_off], -1)], -2)
-
-
-def _matrices(a, b, c, d, e, f) -> jax.Array:
-    row0 = jnp.stack(jnp.broadcast_arrays(a, b, c), -1)
-    row1 = jnp.stack(jnp.broadcast_arrays(d, e, f), -1)
-    return jnp.stack([row0, row1], -2).astype(jnp.float32)
-
-
-def shear_x_matrices(shear: jax.Array) -> jax.Array:
-    """Output (x, y) samples input (x + shear * y, y): TF's `[1, s, 0, 0, 1, 0, 0, 0]`."""
-    one, zero = jnp.ones_like(shear), jnp.zeros_like(shear)
-    return _matrices(one, shear, zero, zero, one, zero)
-
-
-def shear_y_matrices(shear: jax.Array) -> jax.Array:
-    """Output (x, y) samples input (x, shear * x + y)."""
-    one, zero = jnp.ones_like(shear), jnp.zeros_like(shear)
-    return _matrices(one, zero, zero, shear, one, zero)
-
-
-def translate_x_matrices(pixels: jax.Array) -> jax.Array:
-    """Output (x, y) samples input (x + pixels, y): TF's `translate(image, [-pixels, 0])`."""
-    one, zero = jnp.ones_like(pixels), jnp.zeros_like(pixels)
-    return _matrices(one, zero, pixels, zero, one, zero)
-
-
-def translate_y_matrices(pixels: jax.Array) -> jax.Array:
-    """Output (x, y) samples input (x, y + pixels)."""
-    one, zero = jnp.ones_like(pixels), jnp.zeros_like(pixels)
-    return _matrices(one, zero, zero, zero, one, pixels)
-
-
-def _source_axis(m0, m1, m2, xs, ys) -> jax.Array:
-    """`fl(fl(fl(m0 x) + fl(m1 y)) + m2)` as TF's projective-transform kernel, `[B, H, W]`."""
-    along_x = _mul_small_int(m0[:, None], xs[None, :])  # [B, W]
-    along_y = _mul_small_int(m1[:, None], ys[None, :])  # [B, H]
-    return (along_x[:, None, :] + along_y[:, :, None]) + m2[:, None, None]
-
-
 @functools.partial(jax.jit, static_argnames="fill")
-def warp(images: jax.Array, matrices: jax.Array, fill: int,
+def warp(images: jax.Array, maps: jax.Array, fill: int,
          boxes: jax.Array | None = None) -> jax.Array:
     """Nearest-neighbour affine warp with constant fill, `uint8[B, H, W, 3]`.
 
-    Output pixel (x, y) of image b takes input pixel `round(M_b @ (x, y, 1))` (x = column),
-    rounded half away from zero, as TF's `ImageProjectiveTransform` with NEAREST; outside the
-    image it takes `fill`. `boxes` (`int32[B, 4]` = y0, y1, x0, x1, half-open) are also filled
-    (Cutout). One gather of whole pixels from the images with a fill pixel appended.
+    `maps` is `[B, 2, 3]` per image, one of:
+    - `int32`: PIL's 16.16 fixed-point coefficients (`_pil_geometry`): output pixel (x, y)
+      takes input pixel `((A2 + x A0 + y A1) >> 16, (A5 + x A3 + y A4) >> 16)`;
+    - `float32`: TF's matrix (`_tf_geometry`): output (x, y) takes input `round(M @ (x, y, 1))`,
+      rounded half away from zero, as `ImageProjectiveTransform` with NEAREST.
+    Pixels whose source lies outside the image take `fill`; so do `boxes` (`int32[B, 4]` =
+    y0, y1, x0, x1, half-open; Cutout). One gather of whole pixels from the images with a fill
+    pixel appended.
     """
     b, h, w, c = images.shape
-    index = materialize(lambda m, bx: _warp_index(m, bx, h, w), matrices.astype(jnp.float32),
-                        boxes)
+    index = materialize(lambda m, bx: _warp_index(m, bx, h, w), maps, boxes)
     table = jnp.concatenate([images.reshape(b, h * w, c),
                              jnp.full((b, 1, c), fill, jnp.uint8)], axis=1)
     return table.reshape(b * (h * w + 1), c).at[index].get(mode="promise_in_bounds")
+
+
+def _fixed_point_axis(a0, a1, a2, xs, ys) -> jax.Array:
+    """`(a2 + a0 x + a1 y) >> 16` as exact integers, `int32[B, H, W]`.
+
+    Each coefficient is split as `q * 2**16 + r` with `0 <= r < 2**16`, so the shifted sum is
+    `q0 x + q1 y + ((a2 + r0 x + r1 y) >> 16)` and no intermediate exceeds int32 for images of
+    up to 4096 px a side, whatever the shear.
+    """
+    q0, r0 = a0 >> 16, a0 & 0xFFFF
+    q1, r1 = a1 >> 16, a1 & 0xFFFF
+    fraction = (a2[:, None, None] + (r0[:, None] * xs[None, :])[:, None, :]
+                + (r1[:, None] * ys[None, :])[:, :, None])
+    whole = (q0[:, None] * xs[None, :])[:, None, :] + (q1[:, None] * ys[None, :])[:, :, None]
+    return whole + (fraction >> 16)
+
+
+def _rounded_axis(m0, m1, m2, xs, ys) -> jax.Array:
+    """`round(fl(fl(fl(m0 x) + fl(m1 y)) + m2))`, half away from zero, as TF's
+    projective-transform kernel, `int32[B, H, W]` (clipped to +-2**24, far outside)."""
+    xs, ys = xs.astype(jnp.float32), ys.astype(jnp.float32)
+    along_x = mul_small_int(m0[:, None], xs[None, :])  # [B, W]
+    along_y = mul_small_int(m1[:, None], ys[None, :])  # [B, H]
+    source = (along_x[:, None, :] + along_y[:, :, None]) + m2[:, None, None]
+    rounded = jnp.sign(source) * jnp.floor(jnp.abs(source) + 0.5)
+    return jnp.clip(rounded, -(2.0**24), 2.0**24).astype(jnp.int32)
 
 
 def _warp_index(m: jax.Array, boxes: jax.Array | None, h: int, w: int) -> jax.Array:
     """`int32[B, H, W]`: row of the source pixel in the `[B * (H * W + 1), C]` table whose last
     row per image is the fill pixel."""
     b = m.shape[0]
-    xs = jnp.arange(w, dtype=jnp.float32)
-    ys = jnp.arange(h, dtype=jnp.float32)
-    sx = _source_axis(m[:, 0, 0], m[:, 0, 1], m[:, 0, 2], xs, ys)
-    sy = _source_axis(m[:, 1, 0], m[:, 1, 1], m[:, 1, 2], xs, ys)
-    inside = (sx > -0.5) & (sx < w - 0.5) & (sy > -0.5) & (sy < h - 0.5)
+    axis = _fixed_point_axis if m.dtype == jnp.int32 else _rounded_axis
+    xs = jnp.arange(w, dtype=jnp.int32)
+    ys = jnp.arange(h, dtype=jnp.int32)
+    ix = axis(m[:, 0, 0], m[:, 0, 1], m[:, 0, 2], xs, ys)
+    iy = axis(m[:, 1, 0], m[:, 1, 1], m[:, 1, 2], xs, ys)
+    inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
     if boxes is not None:
         inside = inside & ~_box_mask(boxes, h, w)
-    ix = jnp.clip(jnp.floor(sx + 0.5), 0, w - 1).astype(jnp.int32)
-    iy = jnp.clip(jnp.floor(sy + 0.5), 0, h - 1).astype(jnp.int32)
     base = (jnp.arange(b, dtype=jnp.int32) * (h * w + 1))[:, None, None]
     return base + jnp.where(inside, iy * w + ix, h * w)
 

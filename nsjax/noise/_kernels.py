@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from nsjax import _checks
 from nsjax.noise import _image
@@ -35,6 +36,21 @@ def check_images(images: Any) -> tuple[int, int, int]:
             f"got {_checks.shape_of(images)}"
         )
     return batch, height, width
+
+
+MAX_SIDE = 4096
+
+
+def check_side(images: Any, op: str) -> None:
+    """Images of at most 4096 px a side, for the ops whose exact integer arithmetic needs it:
+    the geometric ops (coordinates times float32 coefficients, 16.16 fixed point) and Contrast
+    (a uint32 sum of grey levels)."""
+    _, height, width, _ = _checks.shape_of(images)
+    if max(height, width) > MAX_SIDE:
+        raise ValueError(
+            f"images must be at most {MAX_SIDE} px high and wide for {op}, "
+            f"got shape {_checks.shape_of(images)}"
+        )
 
 
 def check_fill(fill: Any) -> int:
@@ -103,24 +119,30 @@ def solarize_threshold(threshold: jax.Array, tf_compat: bool) -> jax.Array:
 def contrast_degenerate(images: jax.Array, tf_compat: bool) -> jax.Array:
     """The grey level Contrast blends toward, `int32[B]`.
 
-    Default: the mean of `tf.image.rgb_to_grayscale(image)` rounded half up (PIL's
-    `int(mean + 0.5)`). tf_compat: the reference's `sum(histogram) / 256` = H*W/256, clipped to
-    255 and truncated -- the same for every image of a given size.
+    Default: PIL's `int(mean + 0.5)` of the image's grey levels (`convert("L")`), computed
+    exactly in integers. tf_compat: the reference's `sum(histogram) / 256` = H*W/256, clipped
+    to 255 and truncated -- the same for every image of a given size.
     """
     b, h, w, _ = images.shape
     if tf_compat:
         value = int(min(255.0, float(np.float32(h * w)) / 256.0))
         return jnp.full((b,), value, jnp.int32)
-    gray = _image.grayscale(images).astype(jnp.int32)
-    n = h * w
-    total = gray.reshape(b, n).sum(axis=1)
+    gray = _image.grayscale(images, tf_compat=False).astype(jnp.uint32)
+    n = h * w  # <= 4096**2, so the sum of grey levels fits in uint32
+    total = gray.reshape(b, n).sum(axis=1, dtype=jnp.uint32)
     quotient, remainder = total // n, total % n
-    return quotient + (2 * remainder >= n).astype(jnp.int32)
+    return (quotient + (2 * remainder >= n)).astype(jnp.int32)
 
 
-@jax.jit
-def auto_contrast_kernel(images: jax.Array) -> jax.Array:
+@functools.partial(jax.jit, static_argnames="tf_compat")
+def auto_contrast_kernel(images: jax.Array, tf_compat: bool) -> jax.Array:
     lo, hi = _image.channel_min_max(images)
+    if not tf_compat:  # PIL's tables differ from the exact quotient only for some ranges
+        return lax.cond(
+            _image.pil_autocontrast_has_misses(lo, hi).any(),
+            lambda: _image.apply_luts(images, _image.pil_autocontrast_luts(lo, hi)),
+            lambda: _image.pil_autocontrast_values(images, lo[:, None, None, :],
+                                                   hi[:, None, None, :]))
     lo = lo.astype(jnp.float32)[:, None, None, :]
     hi = hi.astype(jnp.float32)[:, None, None, :]
     return _image.autocontrast_values(images.astype(jnp.float32), lo, hi)
@@ -159,9 +181,9 @@ def blend_kernel(degenerate: jax.Array, images: jax.Array, factor: jax.Array) ->
     return _image.blend_values(degenerate, images.astype(jnp.float32), _col(factor))
 
 
-@jax.jit
-def color_kernel(images: jax.Array, factor: jax.Array) -> jax.Array:
-    gray = _image.grayscale(images)[..., None].astype(jnp.float32)
+@functools.partial(jax.jit, static_argnames="tf_compat")
+def color_kernel(images: jax.Array, factor: jax.Array, tf_compat: bool) -> jax.Array:
+    gray = _image.grayscale(images, tf_compat=tf_compat)[..., None].astype(jnp.float32)
     return blend_kernel(gray, images, factor)
 
 
@@ -176,7 +198,7 @@ def brightness_kernel(images: jax.Array, factor: jax.Array) -> jax.Array:
     return blend_kernel(jnp.float32(0.0), images, factor)
 
 
-@jax.jit
-def sharpness_kernel(images: jax.Array, factor: jax.Array) -> jax.Array:
-    smoothed = _image.materialize(_image.smooth, images)
+@functools.partial(jax.jit, static_argnames="tf_compat")
+def sharpness_kernel(images: jax.Array, factor: jax.Array, tf_compat: bool) -> jax.Array:
+    smoothed = _image.materialize(functools.partial(_image.smooth, tf_compat=tf_compat), images)
     return blend_kernel(smoothed.astype(jnp.float32), images, factor)

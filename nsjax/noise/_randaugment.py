@@ -1,12 +1,16 @@
 """RandAugment as Noisy Student runs it (`randaugment.py` of google-research/noisystudent),
 batched: every image of a batch draws its own op in every layer.
 
+The policy (op list, level rules, fill, always-apply) is the official code's; each op is
+computed as PIL computes it by default, or as the TF code computes it with `tf_compat=True`
+(see `nsjax.noise.ops`).
+
 Two executors give bit-identical results (tested):
 
 - per image (CPU): a loop over the images, each running only its own ops through a
   `lax.switch`, so an image costs one op per layer. XLA:CPU runs gathers on one thread and a
   branch-free batch would compute every op for every image.
-- batched (GPU, TPU): per layer, one nearest-neighbour warp with a per-image 2x3 matrix
+- batched (GPU, TPU): per layer, one nearest-neighbour warp with a per-image affine map
   (identity unless the op is geometric; Cutout's box is filled in the same pass), one per-image
   per-channel 256-entry lookup table (identity unless a point op, Brightness or Contrast), one
   blend toward a per-image degenerate image (grayscale for Color, smoothed for Sharpness,
@@ -29,7 +33,7 @@ import numpy as np
 from jax import lax
 
 from nsjax import _checks
-from nsjax.noise import _image, _kernels
+from nsjax.noise import _image, _kernels, _pil_geometry, _tf_geometry
 
 __all__ = ["DEFAULT_OPS", "cutout", "randaugment", "randaugment_ops", "svhn_augment"]
 
@@ -71,7 +75,7 @@ class _Params(NamedTuple):
 
     kernel: jax.Array  # int32: index into the executor's kernel list
     op: jax.Array  # int32: index into cfg.ops
-    matrix: jax.Array  # float32 [B, 2, 3]: identity unless a geometric op
+    matrix: jax.Array  # [B, 2, 3] map for `_image.warp` (int32 PIL, float32 tf_compat)
     box: jax.Array  # int32 [B, 4]: Cutout's (y0, y1, x0, x1), empty otherwise
     factor: jax.Array  # float32: enhance factor, 1 otherwise
     shift: jax.Array  # int32: Posterize shift
@@ -159,13 +163,14 @@ def _layer_params(op: jax.Array, sign: jax.Array, magnitude: float | jax.Array,
         return jnp.isin(op, jnp.asarray([i for i, n in enumerate(cfg.ops) if n in names],
                                         jnp.int32))
 
-    matrix = _image.identity_matrices(batch)
+    geometry = _tf_geometry if cfg.tf_compat else _pil_geometry
+    matrix = geometry.identity(batch)
     builders = {
-        "Rotate": lambda: _image.rotation_matrices(sign * args["degrees"], cfg.height, cfg.width),
-        "ShearX": lambda: _image.shear_x_matrices(sign * args["shear"]),
-        "ShearY": lambda: _image.shear_y_matrices(sign * args["shear"]),
-        "TranslateX": lambda: _image.translate_x_matrices(sign * args["translate"]),
-        "TranslateY": lambda: _image.translate_y_matrices(sign * args["translate"]),
+        "Rotate": lambda: geometry.rotation(sign * args["degrees"], cfg.height, cfg.width),
+        "ShearX": lambda: geometry.shear_x(sign * args["shear"]),
+        "ShearY": lambda: geometry.shear_y(sign * args["shear"]),
+        "TranslateX": lambda: geometry.translate_x(sign * args["translate"], cfg.width),
+        "TranslateY": lambda: geometry.translate_y(sign * args["translate"], cfg.height),
     }
     for name in _GEOMETRIC:
         if name in present:
@@ -192,17 +197,17 @@ def _kernel_fns(cfg: _Config, kernels: tuple[str, ...]) -> list[Callable[..., ja
     fns = {
         "warp": lambda x, p: _image.warp(x, p.matrix, cfg.fill),
         "cutout": lambda x, p: _image.fill_boxes(x, p.box, cfg.fill),
-        "auto_contrast": lambda x, p: _kernels.auto_contrast_kernel(x),
+        "auto_contrast": lambda x, p: _kernels.auto_contrast_kernel(x, cfg.tf_compat),
         "equalize": lambda x, p: _kernels.equalize_kernel(x),
         "invert": lambda x, p: _image.invert_values(x),
         "posterize": lambda x, p: _kernels.posterize_kernel(x, p.shift),
         "solarize": lambda x, p: _kernels.solarize_kernel(x, p.threshold),
         "solarize_add": lambda x, p: _kernels.solarize_add_kernel(
             x, p.addition, jnp.full_like(p.addition, _SOLARIZE_ADD_THRESHOLD)),
-        "color": lambda x, p: _kernels.color_kernel(x, p.factor),
+        "color": lambda x, p: _kernels.color_kernel(x, p.factor, cfg.tf_compat),
         "contrast": lambda x, p: _kernels.contrast_kernel(x, p.factor, cfg.tf_compat),
         "brightness": lambda x, p: _kernels.brightness_kernel(x, p.factor),
-        "sharpness": lambda x, p: _kernels.sharpness_kernel(x, p.factor),
+        "sharpness": lambda x, p: _kernels.sharpness_kernel(x, p.factor, cfg.tf_compat),
     }
     return [fns[k] for k in kernels]
 
@@ -217,7 +222,10 @@ def _run_per_image(images: jax.Array, params: _Params, cfg: _Config,
         image = lax.dynamic_index_in_dim(out, b, keepdims=True)
         for i in range(num_layers):
             p = jax.tree.map(lambda a, i=i: lax.dynamic_index_in_dim(a[i], b), params)
-            image = fns[0](image, p) if len(fns) == 1 else lax.switch(p.kernel[0], fns, image, p)
+            if len(fns) == 1:  # a conditional keeps XLA from fusing one layer into the next
+                image = _image.materialize(fns[0], image, p)
+            else:
+                image = lax.switch(p.kernel[0], fns, image, p)
         return lax.dynamic_update_index_in_dim(out, image, b, 0)
 
     return lax.fori_loop(0, images.shape[0], body, images)
@@ -268,6 +276,8 @@ def _layer_luts(x: jax.Array, p: _Params, cfg: _Config, is_op: Callable[[str], j
     def table(name: str) -> jax.Array:
         if name == "AutoContrast":
             lo, hi = _image.channel_min_max(x)
+            if not cfg.tf_compat:
+                return _image.pil_autocontrast_luts(lo, hi)
             return _image.autocontrast_values(vf, lo.astype(jnp.float32)[..., None],
                                               hi.astype(jnp.float32)[..., None])
         if name == "Equalize":
@@ -319,10 +329,11 @@ def _layer_batched(x: jax.Array, p: _Params, cfg: _Config) -> jax.Array:
         def degenerate(x: jax.Array) -> jax.Array:
             d = x
             if "Color" in present:
-                gray = jnp.broadcast_to(_image.grayscale(x)[..., None], x.shape)
+                gray = _image.grayscale(x, tf_compat=cfg.tf_compat)
+                gray = jnp.broadcast_to(gray[..., None], x.shape)
                 d = jnp.where(is_op("Color")[:, None, None, None], gray, d)
             if "Sharpness" in present:
-                d = jnp.where(is_op("Sharpness")[:, None, None, None], _image.smooth(x), d)
+                d = jnp.where(is_op("Sharpness")[:, None, None, None], _image.smooth(x, tf_compat=cfg.tf_compat), d)
             return d
 
         factor = jnp.where(is_op("Color") | is_op("Sharpness"), p.factor, 1.0)
@@ -432,12 +443,16 @@ def randaugment(
       pipeline uses H // 8, see `svhn_augment`).
     - `magnitude_std`: > 0 draws the magnitude per image and layer from N(magnitude, std) as
       timm's `mstd` does, clipped at 0 only (timm also clips at its `mmax`, 10 by default).
-    - `tf_compat`: reproduce the official code as it ran under TF1 with numpy < 2 -- the
-      Posterize shift and Solarize threshold wrap mod 256 as uint8 (so at M = 27 Posterize
-      keeps one bit and Solarize inverts values >= 179; at M = 10 Solarize inverts
-      everything) and Contrast blends toward min(255, H·W/256) instead of the mean grey. The
-      default is the corrected behaviour: Posterize with >= 8 bits and Solarize with threshold
-      >= 256 are the identity, Contrast uses the mean grey level.
+    - `tf_compat`: compute every op as the official TF code did under TF1 with numpy < 2.
+      Its corner cases: the Posterize shift and Solarize threshold wrap mod 256 as uint8 (at
+      M = 27 Posterize keeps one bit and Solarize inverts values >= 179; at M = 10 Solarize
+      inverts everything) and Contrast blends toward min(255, H·W/256) instead of the mean
+      grey. Its arithmetic: TF's grayscale, a truncated Sharpness smoothing, float32
+      AutoContrast and geometry rounded half away from zero in pixel-index coordinates. The
+      default computes each op as PIL does (the library the AutoAugment/RandAugment ops were
+      defined with and the TF code ports), bit for bit, with the corner cases corrected:
+      Posterize with >= 8 bits and Solarize with threshold >= 256 are the identity, Contrast
+      uses the mean grey level. docs/randaugment.md sets the two side by side.
 
     **Returns:** `uint8[B, H, W, 3]`.
 
@@ -448,8 +463,11 @@ def randaugment(
     """
     batch, height, width = _kernels.check_images(images)
     num_layers = _checks.check_positive_int("num_layers", num_layers, minimum=0)
+    ops = _check_ops(ops)
+    if set(ops).intersection((*_GEOMETRIC, "Contrast")):
+        _kernels.check_side(images, "RandAugment's geometric ops and Contrast")
     cfg = _Config(
-        ops=_check_ops(ops), height=height, width=width, fill=_kernels.check_fill(fill),
+        ops=ops, height=height, width=width, fill=_kernels.check_fill(fill),
         translate_const=_check_number("translate_const", translate_const),
         cutout_const=_check_number("cutout_const", cutout_const),
         tf_compat=_kernels.check_flag("tf_compat", tf_compat),

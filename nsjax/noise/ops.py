@@ -1,5 +1,6 @@
-"""RandAugment's image ops, one pure batched function each, as the official Noisy Student code
-defines them (TensorFlow, `randaugment.py`).
+"""RandAugment's image ops, one pure batched function each: the ops of the official Noisy
+Student code (`randaugment.py`), computed as PIL computes them by default and as the TF
+reference computes them with `tf_compat=True`.
 
 Every function takes `images: uint8[B, H, W, 3]` and returns `uint8[B, H, W, 3]`. Per-image
 parameters are arrays of shape `[B]` (or scalars, broadcast to the batch), so every image of a
@@ -7,38 +8,52 @@ batch can get its own angle, factor or threshold; nothing needs a `vmap`. All fu
 pure and `jax.jit`-able; argument checks look only at shapes, dtypes and Python numbers and run
 before any work (at trace time under `jit`).
 
-Semantics (see docs/randaugment.md for the comparison with PIL):
+Default: each op equals PIL's (`ImageOps`, `ImageEnhance`, `Image.transform` / `Image.rotate`
+with NEAREST) bit for bit: the grayscale is PIL's `convert("L")`, the Sharpness smoothing
+rounds, AutoContrast reproduces PIL's float64 table, and the geometric ops reproduce PIL's
+16.16 fixed-point sampling of pixel centres.
 
-- Point ops (`auto_contrast`, `equalize`, `invert`, `posterize`, `solarize`, `solarize_add`)
-  work per channel exactly as the reference.
-- The enhance ops (`color`, `contrast`, `brightness`, `sharpness`) are TF's
-  `blend(degenerate, image, factor)`: `degenerate + factor * (image - degenerate)` in float32,
-  clipped to [0, 255] and truncated toward zero; factor 0 gives the degenerate image, 1 the
-  input.
-- The geometric ops sample the nearest input pixel (rounded half away from zero, as TF's
-  projective transform) and put `fill` where that pixel lies outside the image.
-- Float arithmetic is float32 with one rounding per operation, as TF evaluates it, whatever
-  the compiler fuses; results are identical on CPU and GPU except through `cos`/`sin` in
-  `rotate`.
+`tf_compat=True`: the TF reference's arithmetic (`tf.image.rgb_to_grayscale`, a truncated
+smoothing, float32 AutoContrast, `ImageProjectiveTransform` rounding half away from zero) and
+its corner cases under TF1 with numpy < 2 (Contrast's degenerate grey; Posterize and Solarize
+arguments beyond magnitude 10). See docs/randaugment.md for the two side by side.
 
-`tf_compat=True` reproduces the official code's behaviour under TF1 with numpy < 2 where it
-differs from the evident intent (Contrast's degenerate grey; Posterize and Solarize arguments
-beyond magnitude 10). See `nsjax.noise.randaugment`.
+In both modes the enhance ops (`color`, `contrast`, `brightness`, `sharpness`) are
+`blend(degenerate, image, factor)`: `degenerate + factor * (image - degenerate)` in float32,
+clipped to [0, 255] and truncated toward zero (PIL's `Image.blend` and TF's `blend` agree);
+factor 0 gives the degenerate image, 1 the input. Float products are formed so that compiler
+FMA contraction cannot change them: results are identical on CPU and GPU, except through
+`cos`/`sin` in `rotate(..., tf_compat=True)`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from nsjax import _checks
-from nsjax.noise import _image
+from nsjax.noise import _image, _pil_geometry, _tf_geometry
 from nsjax.noise._kernels import (
-    auto_contrast_kernel, brightness_kernel, check_fill, check_flag, check_images, color_kernel,
-    contrast_kernel, equalize_kernel, invert_kernel, per_image, posterize_kernel, posterize_shift,
-    sharpness_kernel, solarize_add_kernel, solarize_kernel, solarize_threshold,
+    auto_contrast_kernel,
+    brightness_kernel,
+    check_fill,
+    check_flag,
+    check_images,
+    check_side,
+    color_kernel,
+    contrast_kernel,
+    equalize_kernel,
+    invert_kernel,
+    per_image,
+    posterize_kernel,
+    posterize_shift,
+    sharpness_kernel,
+    solarize_add_kernel,
+    solarize_kernel,
+    solarize_threshold,
 )
 
 __all__ = [
@@ -50,12 +65,15 @@ __all__ = [
 # --------------------------------------------------------------------------- public ops
 
 
-def auto_contrast(images: jax.Array) -> jax.Array:
-    """Stretch each channel of each image to [0, 255]: `v * scale + offset` with
-    `scale = 255 / (hi - lo)`, `offset = -lo * scale` in float32, truncated; a channel with
-    `hi == lo` is unchanged. `uint8[B, H, W, 3] -> uint8[B, H, W, 3]`."""
+def auto_contrast(images: jax.Array, *, tf_compat: bool = False) -> jax.Array:
+    """Stretch each channel of each image to [0, 255]; a channel with `hi == lo` is unchanged.
+
+    Default: PIL's table `int(v * scale + offset)` in float64 (`scale = 255 / (hi - lo)`,
+    `offset = -lo * scale`), reproduced exactly: `floor((v - lo) * 255 / (hi - lo))`, one lower
+    where PIL's float64 sum rounds below a whole number. `tf_compat=True`: the same expression
+    in float32, truncated, as the TF reference. `uint8[B, H, W, 3] -> uint8[B, H, W, 3]`."""
     check_images(images)
-    return auto_contrast_kernel(jnp.asarray(images))
+    return auto_contrast_kernel(jnp.asarray(images), check_flag("tf_compat", tf_compat))
 
 
 def equalize(images: jax.Array) -> jax.Array:
@@ -105,18 +123,25 @@ def solarize_add(images: jax.Array, addition: Any, *, threshold: Any = 128) -> j
     return solarize_add_kernel(jnp.asarray(images), addition, threshold)
 
 
-def color(images: jax.Array, factor: Any) -> jax.Array:
-    """Blend toward the image's grayscale (`tf.image.rgb_to_grayscale`, weights 0.2989, 0.5870,
-    0.1140): factor 0 is grey, 1 the input, > 1 more saturated. `factor`: float `[B]` or scalar."""
+def color(images: jax.Array, factor: Any, *, tf_compat: bool = False) -> jax.Array:
+    """Blend toward the image's grayscale: factor 0 is grey, 1 the input, > 1 more saturated.
+    `factor`: float `[B]` or scalar.
+
+    Default: PIL's `convert("L")` (weights 0.299, 0.587, 0.114 in fixed point, rounded).
+    `tf_compat=True`: `tf.image.rgb_to_grayscale` (0.2989, 0.5870, 0.1140, truncated).
+    """
     batch, _, _ = check_images(images)
-    return color_kernel(jnp.asarray(images), per_image("factor", factor, batch, integer=False))
+    factor = per_image("factor", factor, batch, integer=False)
+    return color_kernel(jnp.asarray(images), factor, check_flag("tf_compat", tf_compat))
 
 
 def contrast(images: jax.Array, factor: Any, *, tf_compat: bool = False) -> jax.Array:
-    """Blend toward a uniform grey: by default the mean grey level of the image (rounded half
-    up, as PIL's ImageEnhance.Contrast); `tf_compat=True` uses the official code's value
-    `min(255, H * W / 256)` (a histogram count, not a mean). `factor`: float `[B]` or scalar."""
+    """Blend toward a uniform grey: by default the mean of PIL's grey levels rounded half up
+    (`ImageEnhance.Contrast`); `tf_compat=True` uses the official code's value
+    `min(255, H * W / 256)` (a histogram count, not a mean). `factor`: float `[B]` or scalar.
+    Images of at most 4096 px a side."""
     batch, _, _ = check_images(images)
+    check_side(images, "contrast")
     factor = per_image("factor", factor, batch, integer=False)
     return contrast_kernel(jnp.asarray(images), factor, check_flag("tf_compat", tf_compat))
 
@@ -127,51 +152,78 @@ def brightness(images: jax.Array, factor: Any) -> jax.Array:
     return brightness_kernel(jnp.asarray(images), per_image("factor", factor, batch, integer=False))
 
 
-def sharpness(images: jax.Array, factor: Any) -> jax.Array:
-    """Blend toward the image smoothed by [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 (VALID,
-    truncated; the one-pixel border keeps the input). `factor`: float `[B]` or scalar."""
+def sharpness(images: jax.Array, factor: Any, *, tf_compat: bool = False) -> jax.Array:
+    """Blend toward the image smoothed by [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13, whose
+    one-pixel border keeps the input. `factor`: float `[B]` or scalar.
+
+    Default: the smoothing rounds, as PIL's `ImageFilter.SMOOTH`. `tf_compat=True`: it
+    truncates, as the TF reference casts its convolution to uint8.
+    """
     batch, _, _ = check_images(images)
-    return sharpness_kernel(jnp.asarray(images), per_image("factor", factor, batch, integer=False))
+    factor = per_image("factor", factor, batch, integer=False)
+    return sharpness_kernel(jnp.asarray(images), factor, check_flag("tf_compat", tf_compat))
 
 
-def _warp(images: jax.Array, name: str, value: Any, fill: int, matrices_of) -> jax.Array:
-    """The geometric ops: check, broadcast the per-image float parameter `name`, build one
-    2x3 matrix per image with `matrices_of` and sample the nearest pixel (outside: `fill`)."""
-    batch, _, _ = check_images(images)
-    matrices = matrices_of(per_image(name, value, batch, integer=False))
-    return _image.warp(jnp.asarray(images), matrices, check_fill(fill))
+def _warp(images: jax.Array, name: str, value: Any, fill: int, tf_compat: bool,
+          maps_of: Callable[..., jax.Array]) -> jax.Array:
+    """The geometric ops: check, broadcast the per-image float parameter `name`, build one map
+    per image with `maps_of(geometry, value, height, width)` from `_pil_geometry` (default) or
+    `_tf_geometry` and sample the nearest pixel (outside: `fill`)."""
+    batch, height, width = check_images(images)
+    check_side(images, "the geometric ops")
+    geometry = _tf_geometry if check_flag("tf_compat", tf_compat) else _pil_geometry
+    value = per_image(name, value, batch, integer=False)
+    maps = maps_of(geometry, value, height, width)
+    return _image.warp(jnp.asarray(images), maps, check_fill(fill))
 
 
-def rotate(images: jax.Array, degrees: Any, *, fill: int = 128) -> jax.Array:
-    """Rotate each image by `degrees` (float `[B]` or scalar) about its centre
-    `((W - 1) / 2, (H - 1) / 2)`, as TF's `contrib.image.rotate`: output pixel (x, y) takes the
-    input pixel nearest to `(cos a x - sin a y + x_off, sin a x + cos a y + y_off)`, so positive
-    angles turn the content counter-clockwise on screen. Pixels from outside get `fill`."""
-    _, height, width = check_images(images)
-    return _warp(images, "degrees", degrees, fill,
-                 lambda d: _image.rotation_matrices(d, height, width))  # fmt: skip
+def rotate(images: jax.Array, degrees: Any, *, fill: int = 128,
+           tf_compat: bool = False) -> jax.Array:
+    """Rotate each image by `degrees` (float `[B]` or scalar) counter-clockwise about its
+    centre; pixels from outside get `fill`.
+
+    Default: PIL's `Image.rotate(degrees, NEAREST, fillcolor=fill)` (centre `(W / 2, H / 2)`
+    in pixel-corner coordinates, 16.16 fixed point). `tf_compat=True`: TF's
+    `contrib.image.rotate` (centre `((W - 1) / 2, (H - 1) / 2)` in pixel-centre coordinates,
+    float32, rounded half away from zero).
+    """
+    return _warp(images, "degrees", degrees, fill, tf_compat,
+                 lambda g, d, h, w: g.rotation(d, h, w))
 
 
-def shear_x(images: jax.Array, shear: Any, *, fill: int = 128) -> jax.Array:
+def shear_x(images: jax.Array, shear: Any, *, fill: int = 128,
+            tf_compat: bool = False) -> jax.Array:
     """Shear along x about the top-left corner: output (x, y) takes input (x + shear * y, y).
-    `shear`: float `[B]` or scalar."""
-    return _warp(images, "shear", shear, fill, _image.shear_x_matrices)
+    `shear`: float `[B]` or scalar.
+
+    Default: PIL's `Image.transform(AFFINE, (1, shear, 0, 0, 1, 0))`, which maps pixel
+    centres (`x + 1/2`, `y + 1/2`). `tf_compat=True`: TF's transform `[1, shear, 0, 0, 1, 0]`,
+    which maps pixel indices and rounds (half a pixel of shear apart from PIL's).
+    """
+    return _warp(images, "shear", shear, fill, tf_compat, lambda g, s, h, w: g.shear_x(s))
 
 
-def shear_y(images: jax.Array, shear: Any, *, fill: int = 128) -> jax.Array:
-    """Shear along y about the top-left corner: output (x, y) takes input (x, y + shear * x)."""
-    return _warp(images, "shear", shear, fill, _image.shear_y_matrices)
+def shear_y(images: jax.Array, shear: Any, *, fill: int = 128,
+            tf_compat: bool = False) -> jax.Array:
+    """Shear along y about the top-left corner: output (x, y) takes input (x, y + shear * x).
+    PIL's `(1, 0, 0, shear, 1, 0)` by default, TF's with `tf_compat=True` (see `shear_x`)."""
+    return _warp(images, "shear", shear, fill, tf_compat, lambda g, s, h, w: g.shear_y(s))
 
 
-def translate_x(images: jax.Array, pixels: Any, *, fill: int = 128) -> jax.Array:
+def translate_x(images: jax.Array, pixels: Any, *, fill: int = 128,
+                tf_compat: bool = False) -> jax.Array:
     """Output (x, y) takes input (x + pixels, y): positive `pixels` move the content left.
-    `pixels`: float `[B]` or scalar (a fraction is rounded per pixel, half away from zero)."""
-    return _warp(images, "pixels", pixels, fill, _image.translate_x_matrices)
+    `pixels`: float `[B]` or scalar. A fraction rounds half up by default (PIL's
+    `(1, 0, pixels, 0, 1, 0)`), half away from zero with `tf_compat=True` (TF)."""
+    return _warp(images, "pixels", pixels, fill, tf_compat,
+                 lambda g, p, h, w: g.translate_x(p, w))
 
 
-def translate_y(images: jax.Array, pixels: Any, *, fill: int = 128) -> jax.Array:
+def translate_y(images: jax.Array, pixels: Any, *, fill: int = 128,
+                tf_compat: bool = False) -> jax.Array:
     """Output (x, y) takes input (x, y + pixels): positive `pixels` move the content up."""
-    return _warp(images, "pixels", pixels, fill, _image.translate_y_matrices)
+    return _warp(images, "pixels", pixels, fill, tf_compat,
+                 lambda g, p, h, w: g.translate_y(p, h))
 
 
 def cutout(images: jax.Array, centers: Any, half_size: Any, *, fill: int = 128) -> jax.Array:

@@ -1,0 +1,230 @@
+"""PIL's nearest-neighbour affine maps as 16.16 fixed-point coefficients, `int32[B, 2, 3]`.
+
+`Image.transform(AFFINE, NEAREST)` (and `Image.rotate`, which builds an affine matrix) turns
+the float64 matrix `(a, b, c, d, e, f)` into integers `FIX(v) = floor(v * 2**16 + 0.5)`:
+`(FIX(a), FIX(b), FIX(c + a/2 + b/2); FIX(d), FIX(e), FIX(f + d/2 + e/2))`, and output pixel
+(x, y) takes input pixel `((A2 + x A0 + y A1) >> 16, (A5 + x A3 + y A4) >> 16)`. A matrix with
+`b == d == 0` (translations) takes PIL's float64 scaling path instead, which floors
+`x + c + 1/2` per pixel; that is the same integer shift for every x and is expressed here as
+coefficients too. Reproducing the integers reproduces PIL's pixels exactly.
+
+The coefficients depend on float64 products (`Image.rotate`'s cos/sin and centre terms), and
+JAX on accelerators has no float64. Rotation therefore evaluates them in double-float
+arithmetic (a float32 pair, about 46 significant bits) from an exact reduction of the angle in
+degrees; `FIX` of such a value equals PIL's unless the value lies within about 1e-9 of a
+rounding boundary of the 16.16 grid (exact grid values are reached exactly). Products are
+formed from 12-bit halves, so compiler FMA contraction does not change any result.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from nsjax.noise._image import split12
+
+_ONE = 1 << 16
+_HALF = 1 << 15
+_MAX_SHEAR = 2.0**13  # beyond this every pixel of an image <= 4096 px comes from outside
+
+
+# --------------------------------------------------------------------------- double-float
+# A value is a pair (hi, lo) of float32 arrays with |lo| <= ulp(hi) / 2.
+
+
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    s = a + b
+    v = s - a
+    return s, (a - (s - v)) + (b - v)
+
+
+def _two_prod(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Dekker's exact product: `a * b = p + e`. Every partial product is exact, so fused
+    multiply-adds give the same bits."""
+    p = a * b
+    ah, al = split12(a)
+    bh, bl = split12(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _add(x, y):
+    s, e = _two_sum(x[0], y[0])
+    t, f = _two_sum(x[1], y[1])
+    s, e = _two_sum(s, e + t)
+    return _two_sum(s, e + f)
+
+
+def _mul(x, y):
+    p, e = _two_prod(x[0], y[0])
+    e = e + (x[0] * y[1] + x[1] * y[0])
+    return _two_sum(p, e)
+
+
+def _neg(x):
+    return -x[0], -x[1]
+
+
+def _const(value: Fraction | float) -> tuple[np.float32, np.float32]:
+    """The double-float nearest a rational constant."""
+    value = Fraction(value)
+    hi = np.float32(float(value))
+    return hi, np.float32(float(value - Fraction(float(hi))))
+
+
+def _taylor_coefficients(start: int, stop: int) -> list[tuple[np.float32, np.float32]]:
+    """`(-1)**k / n!` for n = start, start + 2, ... < stop, as double-floats."""
+    return [_const(Fraction((-1) ** i, math.factorial(n)))
+            for i, n in enumerate(range(start, stop, 2))]
+
+
+_RADIANS_PER_DEGREE = _const(Fraction(math.pi) / 180)  # pi to float64, as math.radians
+_SIN_TERMS = _taylor_coefficients(1, 19)  # |x| <= pi/4: the first omitted term is < 1e-17
+_COS_TERMS = _taylor_coefficients(0, 20)
+
+
+def _polynomial(terms, x2):
+    """`sum_k terms[k] * x2**k` by Horner's rule in double-float.
+
+    A loop, not an unrolled expression: XLA duplicates shared elementwise producers into each
+    consumer when it fuses, which makes the unrolled double-float graph exponentially large.
+    """
+    hi = jnp.asarray([t[0] for t in terms], jnp.float32)
+    lo = jnp.asarray([t[1] for t in terms], jnp.float32)
+    last = len(terms) - 1
+
+    def step(i, acc):
+        k = last - 1 - i
+        return _add(_mul(acc, x2), (hi[k], lo[k]))
+
+    start = (jnp.broadcast_to(hi[last], x2[0].shape), jnp.broadcast_to(lo[last], x2[0].shape))
+    return lax.fori_loop(0, last, step, start)
+
+
+def _cos_sin_degrees(degrees: jax.Array):
+    """cos and sin of `degrees` (float32), as double-floats, about 1e-14 accurate.
+
+    The angle is reduced exactly in degrees (`fmod` by 360 and a multiple of 90 are exact in
+    float32) to `r` in [-45, 45], so only |x| <= pi/4 radians reaches the series.
+    """
+    degrees = degrees.astype(jnp.float32)
+    reduced = lax.rem(degrees, np.float32(360.0))  # exact, in (-360, 360)
+    quadrant = jnp.round(reduced / np.float32(90.0))
+    r = reduced - quadrant * np.float32(90.0)  # exact, in [-45, 45]
+    x = _mul((r, jnp.zeros_like(r)), _RADIANS_PER_DEGREE)
+    x2 = _mul(x, x)
+    sin_r = _mul(_polynomial(_SIN_TERMS, x2), x)
+    cos_r = _polynomial(_COS_TERMS, x2)
+    q = jnp.mod(quadrant.astype(jnp.int32), 4)
+
+    def pick(choices):
+        return tuple(jnp.select([q == i for i in range(4)], [c[k] for c in choices])
+                     for k in range(2))
+
+    cos = pick([cos_r, _neg(sin_r), _neg(cos_r), sin_r])
+    sin = pick([sin_r, cos_r, _neg(sin_r), _neg(cos_r)])
+    return cos, sin
+
+
+def _fix(x) -> jax.Array:
+    """PIL's `FIX(v) = floor(v * 2**16 + 0.5)` of a double-float, `int32`."""
+    hi, lo = _two_sum(x[0] * np.float32(_ONE), np.float32(0.5))
+    hi, lo = _two_sum(hi, lo + x[1] * np.float32(_ONE))
+    whole = jnp.floor(hi)
+    # hi + lo lies between the integers around hi unless hi is one itself (|lo| <= ulp(hi)/2);
+    # the sum is formed in int32, as float32 cannot hold every integer above 2**24.
+    below = jnp.where(hi == whole, jnp.floor(lo), 0.0)
+    return whole.astype(jnp.int32) + below.astype(jnp.int32)
+
+
+def _stack(a0, a1, a2, a3, a4, a5) -> jax.Array:
+    rows = [jnp.stack(jnp.broadcast_arrays(a0, a1, a2), -1),
+            jnp.stack(jnp.broadcast_arrays(a3, a4, a5), -1)]
+    return jnp.stack(rows, -2).astype(jnp.int32)
+
+
+# --------------------------------------------------------------------------- coefficients
+
+
+def identity(batch: int) -> jax.Array:
+    """`int32[B, 2, 3]`: every output pixel takes its own input pixel."""
+    one = jnp.full((batch,), _ONE, jnp.int32)
+    zero = jnp.zeros((batch,), jnp.int32)
+    half = jnp.full((batch,), _HALF, jnp.int32)
+    return _stack(one, zero, half, zero, one, half)
+
+
+def rotation(degrees: jax.Array, height: int, width: int) -> jax.Array:
+    """`Image.rotate(degrees)` (counter-clockwise about `(W / 2, H / 2)`), `int32[B, 2, 3]`.
+
+    PIL's matrix is `(c, s, cx - c cx - s cy, -s, c, cy + s cx - c cy)` with
+    `c = cos(-angle)`, `s = sin(-angle)`; its fast paths for multiples of 90 degrees give the
+    same pixels as these coefficients.
+    """
+    cos, sin = _cos_sin_degrees(degrees)
+    s = _neg(sin)  # PIL rotates by -angle: matrix entries cos(-a) = cos a, sin(-a) = -sin a
+    cx, cy = Fraction(width, 2), Fraction(height, 2)
+
+    def affine(a, b, centre):
+        """`FIX(centre + a (1/2 - cx) + b (1/2 - cy))`: PIL's constant term plus `a/2 + b/2`."""
+        return _fix(_add(_add(_mul(a, _const(Fraction(1, 2) - cx)),
+                              _mul(b, _const(Fraction(1, 2) - cy))), _const(centre)))
+
+    return _stack(_fix(cos), _fix(s), affine(cos, s, cx),
+                  _fix(_neg(s)), _fix(cos), affine(_neg(s), cos, cy))
+
+
+def _fix_float(v: jax.Array) -> jax.Array:
+    """`FIX(v)` of a float32 value, exactly: `v * 2**16` is exact, and the half is added after
+    splitting off the integer part."""
+    scaled = v.astype(jnp.float32) * np.float32(_ONE)
+    whole = jnp.floor(scaled)
+    return whole.astype(jnp.int32) + (scaled - whole >= 0.5).astype(jnp.int32)
+
+
+def shear_x(shear: jax.Array) -> jax.Array:
+    """`Image.transform(AFFINE, (1, s, 0, 0, 1, 0))`: output (x, y) takes input (x + s y, y),
+    pixel centres sheared about the top-left corner. `int32[B, 2, 3]`."""
+    s = jnp.clip(shear.astype(jnp.float32), -_MAX_SHEAR, _MAX_SHEAR)
+    one = jnp.full_like(s, _ONE, jnp.int32)
+    zero = jnp.zeros_like(s, jnp.int32)
+    half = jnp.full_like(s, _HALF, jnp.int32)
+    return _stack(one, _fix_float(s), _HALF + _fix_float(s * np.float32(0.5)), zero, one, half)
+
+
+def shear_y(shear: jax.Array) -> jax.Array:
+    """`Image.transform(AFFINE, (1, 0, 0, s, 1, 0))`: output (x, y) takes input (x, y + s x)."""
+    s = jnp.clip(shear.astype(jnp.float32), -_MAX_SHEAR, _MAX_SHEAR)
+    one = jnp.full_like(s, _ONE, jnp.int32)
+    zero = jnp.zeros_like(s, jnp.int32)
+    half = jnp.full_like(s, _HALF, jnp.int32)
+    return _stack(one, zero, half, _fix_float(s), one, _HALF + _fix_float(s * np.float32(0.5)))
+
+
+def _whole_pixels(pixels: jax.Array, limit: int) -> jax.Array:
+    """`floor(pixels + 1/2)` exactly, clipped to [-limit, limit], `int32`."""
+    p = jnp.clip(pixels.astype(jnp.float32), -limit, limit)
+    whole = jnp.floor(p)
+    return whole.astype(jnp.int32) + (p - whole >= 0.5).astype(jnp.int32)
+
+
+def translate_x(pixels: jax.Array, width: int) -> jax.Array:
+    """`Image.transform(AFFINE, (1, 0, t, 0, 1, 0))`: output (x, y) takes input
+    (x + floor(t + 1/2), y). `int32[B, 2, 3]`."""
+    shift = _whole_pixels(pixels, width + 1)
+    one = jnp.full_like(shift, _ONE)
+    zero = jnp.zeros_like(shift)
+    return _stack(one, zero, shift * _ONE + _HALF, zero, one, jnp.full_like(shift, _HALF))
+
+
+def translate_y(pixels: jax.Array, height: int) -> jax.Array:
+    """`Image.transform(AFFINE, (1, 0, 0, 0, 1, t))`: output (x, y) takes input
+    (x, y + floor(t + 1/2))."""
+    shift = _whole_pixels(pixels, height + 1)
+    one = jnp.full_like(shift, _ONE)
+    zero = jnp.zeros_like(shift)
+    return _stack(one, zero, jnp.full_like(shift, _HALF), zero, one, shift * _ONE + _HALF)
