@@ -1,5 +1,6 @@
 """Draw docs/images/randaugment_grid.png: one natural image under each RandAugment op at
-magnitudes 5, 10 and 27, nsjax (left of each pair) beside PIL (right).
+magnitudes 5, 10 and 27, nsjax (left of each pair) beside PIL (right), and print how many
+pixels of each pair differ (none, since nsjax computes the ops as PIL does).
 
 The image is Grace Hopper's portrait (US Navy, public domain) that matplotlib ships as sample
 data. Needs matplotlib and pillow:  python docs/make_randaugment_grid.py
@@ -33,10 +34,12 @@ def natural_image() -> np.ndarray:
 
 
 def args(m: float) -> dict[str, float]:
+    """Float arguments rounded to float32 as the policy passes them, so PIL gets the same."""
     level = m / 10
-    return dict(degrees=30 * level, shear=0.3 * level, translate=100 * level,
+    f32 = lambda v: float(np.float32(v))  # noqa: E731
+    return dict(degrees=f32(30 * level), shear=f32(0.3 * level), translate=f32(100 * level),
                 half=int(40 * level), bits=int(4 * level), threshold=int(256 * level),
-                addition=int(110 * level), factor=1.8 * level + 0.1)  # fmt: skip
+                addition=int(110 * level), factor=f32(1.8 * level + 0.1))  # fmt: skip
 
 
 def nsjax_op(name: str, x: np.ndarray, a: dict) -> np.ndarray:
@@ -105,7 +108,10 @@ def main() -> None:
         draw.text((4, y + THUMB // 2 - 6), name, fill="black")
         for j, m in enumerate(MAGNITUDES):
             a = args(m)
-            for k, img in enumerate((nsjax_op(name, x, a), pil_op(name, x, a))):
+            pair = nsjax_op(name, x, a), pil_op(name, x, a)
+            differ = int((pair[0] != pair[1]).any(-1).sum())
+            print(f"{name:12s} M={m:2d}: {differ} of {SIDE * SIDE} pixels differ from PIL")
+            for k, img in enumerate(pair):
                 thumb = Image.fromarray(img).resize((THUMB, THUMB), Image.BILINEAR)
                 grid.paste(thumb, (label_w + (2 * j + k) * THUMB, y))
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
