@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One device call: timm/torchvision peers first (torch alone on the GPU), then every nsjax
-# benchmark on the accelerator JAX sees, reading the peers' figures from $OUT/peers.jsonl so
-# each speedup is against the same machine in the same call. JSON and logs land under $OUT.
+# One device call: the RandAugment bit-exactness check, timm/torchvision peers (torch alone on
+# the GPU), then every nsjax benchmark on the accelerator JAX sees, reading the peers' figures
+# from $OUT/peers.jsonl so each speedup is against the same machine in the same call. JSON and logs land under $OUT.
 # Needs jax, equinox, optax, numpy (+ torch, timm for peers); nothing is installed: the checkout
 # is put on PYTHONPATH.   bash benchmarks/gpu.sh [benchmark args, e.g. --only efficientnet]
 set -euo pipefail
@@ -10,5 +10,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+# Correctness first: RandAugment on the accelerator must equal the CPU bit for bit.
+python3 -m benchmarks.check_randaugment --out "$out/randaugment_check.json" 2>&1 \
+  | tee "$out/randaugment_check.log" || echo "RANDAUGMENT CHECK FAILED (see above)"
 WHICH="${PEER_SECTIONS:-train,compile,gpu_aug}" python3 benchmarks/peers/peers.py | tee "$out/peers.jsonl"
 PEERS_JSON="$out/peers.jsonl" python3 -m benchmarks --out "$out/gpu.json" "$@" 2>&1 | tee "$out/gpu.log"

@@ -2,7 +2,7 @@
 
 import json
 
-from benchmarks import run
+from benchmarks import check_randaugment, run
 
 
 def test_harness_runs_and_writes_json(tmp_path, capsys):
@@ -21,3 +21,11 @@ def test_harness_runs_and_writes_json(tmp_path, capsys):
 
 def test_unknown_benchmark_name_is_an_error(tmp_path):
     assert run.main(["--only", "no-such-benchmark", "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_randaugment_device_check_finds_no_difference(tmp_path):
+    # Without an accelerator it checks the batched executor (GPU/TPU) against the per-image one.
+    out = tmp_path / "check.json"
+    assert check_randaugment.main(["--batch", "4", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert len(rows) == 19 and all(r["differ"] == 0 and r["pixels"] > 0 for r in rows)

@@ -1,0 +1,115 @@
+"""Bit-exactness of RandAugment on the accelerator: the policy and every op on the default
+device against the CPU (per-image executor), in one process. Run by benchmarks/gpu.sh before
+the timings; exits 1 on any differing pixel.
+
+    python -m benchmarks.check_randaugment [--out results.json]
+
+On a machine without an accelerator the default device is the CPU, so the batched executor
+(the one GPUs and TPUs run) is checked against the per-image one instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+
+import jax
+import numpy as np
+
+from nsjax import noise
+from nsjax.noise import _randaugment, ops
+
+SIDE = 64
+
+
+def _images(seed: int, batch: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (batch, SIDE, SIDE, 3), dtype=np.uint8)
+
+
+def _policy(images, key, executor: str, **kwargs) -> np.ndarray:
+    """`randaugment` with an explicit executor ("auto" picks by platform)."""
+    height, width = images.shape[1:3]
+    cfg = _randaugment._Config(
+        ops=tuple(kwargs.pop("ops", noise.DEFAULT_OPS)), height=height, width=width, fill=128,
+        translate_const=100.0, cutout_const=40.0, tf_compat=kwargs.pop("tf_compat", False))
+    return np.asarray(_randaugment._randaugment(
+        key, images, 2, float(kwargs.pop("magnitude", 27.0)),
+        float(kwargs.pop("magnitude_std", 0.0)), cfg, executor))
+
+
+def _op_cases(batch: int) -> dict[str, functools.partial]:
+    rng = np.random.default_rng(7)
+    degrees = rng.uniform(-90, 90, batch).astype(np.float32)
+    shear = rng.uniform(-1, 1, batch).astype(np.float32)
+    pixels = rng.uniform(-40, 40, batch).astype(np.float32)
+    factor = rng.uniform(0, 5, batch).astype(np.float32)
+    cases = {}
+    for compat in (False, True):
+        tag = " tf_compat" if compat else ""
+        cases |= {
+            f"rotate{tag}": functools.partial(ops.rotate, degrees=degrees, tf_compat=compat),
+            f"shear_x{tag}": functools.partial(ops.shear_x, shear=shear, tf_compat=compat),
+            f"translate_y{tag}": functools.partial(ops.translate_y, pixels=pixels,
+                                                   tf_compat=compat),
+            f"auto_contrast{tag}": functools.partial(ops.auto_contrast, tf_compat=compat),
+            f"color{tag}": functools.partial(ops.color, factor=factor, tf_compat=compat),
+            f"contrast{tag}": functools.partial(ops.contrast, factor=factor, tf_compat=compat),
+            f"sharpness{tag}": functools.partial(ops.sharpness, factor=factor, tf_compat=compat),
+        }
+    cases["equalize"] = ops.equalize
+    return cases
+
+
+def check(batch: int = 64) -> list[dict]:
+    """One row per case: how many pixels differ between the default device and the CPU."""
+    cpu = jax.devices("cpu")[0]
+    device = jax.devices()[0]
+    subject = "auto" if device.platform != "cpu" else "batched"
+    rows = []
+
+    def record(name: str, got: np.ndarray, want: np.ndarray) -> None:
+        differ = int((got != want).any(-1).sum())
+        rows.append({"case": name, "device": device.platform, "pixels": int(want[..., 0].size),
+                     "differ": differ})
+
+    policies = {
+        "randaugment M=27": {}, "randaugment M=10 tf_compat": {"magnitude": 10.0,
+                                                               "tf_compat": True},
+        "randaugment M=9 mstd=3": {"magnitude": 9.0, "magnitude_std": 3.0},
+        "randaugment M=27 tf_compat mstd=5": {"tf_compat": True, "magnitude_std": 5.0},
+    }
+    for seed, (name, kwargs) in enumerate(policies.items()):
+        x, key = _images(seed, batch), jax.random.key(seed)
+        want = _policy(jax.device_put(x, cpu), jax.device_put(key, cpu), "per_image",
+                       **dict(kwargs))
+        got = _policy(jax.device_put(x, device), jax.device_put(key, device), subject,
+                      **dict(kwargs))
+        record(name, got, want)
+    x = _images(99, batch)
+    for name, fn in _op_cases(batch).items():
+        want = np.asarray(fn(jax.device_put(x, cpu)))
+        got = np.asarray(fn(jax.device_put(x, device)))
+        record(name, got, want)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", help="write the rows as JSON here")
+    parser.add_argument("--batch", type=int, default=64)
+    args = parser.parse_args(argv)
+    rows = check(args.batch)
+    for r in rows:
+        print(f"{r['case']:38s} {r['device']:5s} {r['differ']:7d} of {r['pixels']} pixels differ")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(rows, f, indent=1)
+    bad = [r["case"] for r in rows if r["differ"]]
+    print("all equal" if not bad else f"DIFFER: {', '.join(bad)}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
