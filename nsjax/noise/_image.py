@@ -11,7 +11,7 @@ fused multiply-add. XLA contracts `a * b + c` into an FMA on CPU and GPU, which 
 rounding; every product that feeds an addition is therefore written as the sum of two *exact*
 products (`mul_small_int`), so the result is the correctly rounded float32 product whatever the
 compiler fuses. That holds for integer factors below 2**12 (pixel values, pixel coordinates of
-images up to 4096 px a side, the limit `check_geometry_size` enforces).
+images up to 4096 px a side, the limit `_kernels.check_side` enforces).
 """
 
 from __future__ import annotations
