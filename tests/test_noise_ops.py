@@ -327,30 +327,25 @@ def pil_rotate(image, degrees, fill) -> np.ndarray:
                                                     fillcolor=(fill,) * 3))
 
 
-def pil_rotation_coefficients(degrees: float, height: int, width: int) -> list[int]:
-    """Image.rotate's matrix (Pillow's Python) and Geometry.c's FIX() of it, transcribed."""
-    angle = -math.radians(float(degrees) % 360.0)
-    cx, cy = width / 2, height / 2
-    a, b = round(math.cos(angle), 15), round(math.sin(angle), 15)
-    d, e = round(-math.sin(angle), 15), round(math.cos(angle), 15)
-    c = a * -cx + b * -cy + 0.0 + cx
-    f = d * -cx + e * -cy + 0.0 + cy
-
-    def fix(v: float) -> int:
-        return math.floor(v * 65536.0 + 0.5)
-
-    return [fix(a), fix(b), fix(c + a * 0.5 + b * 0.5), fix(d), fix(e), fix(f + d * 0.5 + e * 0.5)]
-
-
 @pytest.mark.parametrize("height,width", [(224, 224), (32, 40), (331, 300), (1, 1), (4096, 7)])
 def test_rotation_coefficients_equal_pil(height, width):
     rng = np.random.default_rng(height)
     degrees = np.concatenate([rng.uniform(-400, 400, 3000), np.arange(-360, 361, 0.5),
                               rng.normal(0, 1e-3, 100), [1e-30, -1e-30, 1e6, -3e7, 359.99997]])
     degrees = degrees.astype(F32)
-    got = np.asarray(_pil_geometry.rotation(jnp.asarray(degrees), height, width)).reshape(-1, 6)
-    want = np.asarray([pil_rotation_coefficients(d, height, width) for d in degrees])
-    np.testing.assert_array_equal(got, want)
+    got = np.asarray(_pil_geometry.rotation(jnp.asarray(degrees), height, width))
+    np.testing.assert_array_equal(got, _pil_geometry.rotation_on_host(degrees, height, width))
+
+
+def test_host_rotation_coefficients_give_pils_pixels():
+    # rotation_on_host transcribes Pillow's formula; check it against Pillow's own pixels.
+    x = make_images(4, 1, 37, 52)
+    degrees = np.asarray([8.1, -30.0, 44.999996, 81.0, 200.5, -123.25], F32)
+    m = _pil_geometry.rotation_on_host(degrees, 37, 52)
+    assert m.shape == (6, 2, 3) and m.dtype == np.int32
+    for d, coefficients in zip(degrees, m):
+        got = np.asarray(_image.warp(jnp.asarray(x), jnp.asarray(coefficients[None]), 7))[0]
+        np.testing.assert_array_equal(got, pil_rotate(x[0], float(d), 7))
 
 
 def coordinate_image(height: int, width: int) -> np.ndarray:

@@ -158,12 +158,37 @@ def identity(batch: int) -> jax.Array:
     return _stack(one, zero, half, zero, one, half)
 
 
+def rotation_on_host(degrees: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`rotation` for angles known when tracing, `int32[*S, 2, 3]`: Pillow's own float64
+    computation (`Image.rotate`'s matrix, then Geometry.c's `FIX`), transcribed. The policy
+    uses it for its two fixed angles +-30 L, so the default RandAugment spends nothing on
+    trigonometry on the device."""
+
+    def fix(v: float) -> int:
+        return math.floor(v * 65536.0 + 0.5)
+
+    def one(d: float) -> list[list[int]]:
+        angle = -math.radians(float(d) % 360.0)
+        cx, cy = width / 2, height / 2
+        a, b = round(math.cos(angle), 15), round(math.sin(angle), 15)
+        d_, e = round(-math.sin(angle), 15), round(math.cos(angle), 15)
+        c = a * -cx + b * -cy + 0.0 + cx
+        f = d_ * -cx + e * -cy + 0.0 + cy
+        return [[fix(a), fix(b), fix(c + a * 0.5 + b * 0.5)],
+                [fix(d_), fix(e), fix(f + d_ * 0.5 + e * 0.5)]]
+
+    flat = np.asarray(degrees, np.float32).reshape(-1)
+    table = np.asarray([one(d) for d in flat], np.int32).reshape(-1, 2, 3)
+    return table.reshape(*np.shape(degrees), 2, 3)
+
+
 def rotation(degrees: jax.Array, height: int, width: int) -> jax.Array:
     """`Image.rotate(degrees)` (counter-clockwise about `(W / 2, H / 2)`), `int32[B, 2, 3]`.
 
     PIL's matrix is `(c, s, cx - c cx - s cy, -s, c, cy + s cx - c cy)` with
     `c = cos(-angle)`, `s = sin(-angle)`; its fast paths for multiples of 90 degrees give the
-    same pixels as these coefficients.
+    same pixels as these coefficients. Evaluated on the device in double-float; equal to
+    `rotation_on_host` (tested on thousands of angles).
     """
     cos, sin = _cos_sin_degrees(degrees)
     s = _neg(sin)  # PIL rotates by -angle: matrix entries cos(-a) = cos a, sin(-a) = -sin a

@@ -155,8 +155,8 @@ def _layer_params(op: jax.Array, sign: jax.Array, magnitude: float | jax.Array,
                   centers: jax.Array, cfg: _Config, kernels: tuple[str, ...]) -> _Params:
     """Per-image arguments of one layer from its draws (all `[B]`; centers `[B, 2]`)."""
     batch = op.shape[0]
-    args = {k: jnp.broadcast_to(jnp.asarray(v), (batch,)) for k, v in
-            _level_args(magnitude, cfg).items()}
+    levels = _level_args(magnitude, cfg)
+    args = {k: jnp.broadcast_to(jnp.asarray(v), (batch,)) for k, v in levels.items()}
     present = set(cfg.ops)
 
     def is_op(*names: str) -> jax.Array:
@@ -165,8 +165,17 @@ def _layer_params(op: jax.Array, sign: jax.Array, magnitude: float | jax.Array,
 
     geometry = _tf_geometry if cfg.tf_compat else _pil_geometry
     matrix = geometry.identity(batch)
+
+    def rotation() -> jax.Array:
+        if isinstance(magnitude, float) and not cfg.tf_compat:  # two angles, known now
+            d = levels["degrees"]
+            both = jnp.asarray(_pil_geometry.rotation_on_host(np.asarray([d, -d]), cfg.height,
+                                                              cfg.width))
+            return jnp.where(sign[:, None, None] > 0, both[0], both[1])
+        return geometry.rotation(sign * args["degrees"], cfg.height, cfg.width)
+
     builders = {
-        "Rotate": lambda: geometry.rotation(sign * args["degrees"], cfg.height, cfg.width),
+        "Rotate": rotation,
         "ShearX": lambda: geometry.shear_x(sign * args["shear"]),
         "ShearY": lambda: geometry.shear_y(sign * args["shear"]),
         "TranslateX": lambda: geometry.translate_x(sign * args["translate"], cfg.width),
