@@ -259,15 +259,25 @@ def test_cutout_function_fills_one_square_of_the_given_size():
     np.testing.assert_array_equal(noise.cutout(KEY, x, 0), x)
 
 
-def test_svhn_augment_is_the_32_pixel_pipeline():
+@pytest.mark.parametrize("tf_compat", [False, True])
+def test_svhn_augment_is_the_32_pixel_pipeline(tf_compat):
     x = make_images(6, 16, 32, 32)
-    out = noise.svhn_augment(KEY, x)
+    out = np.asarray(noise.svhn_augment(KEY, x, tf_compat=tf_compat))
     chex.assert_shape(out, x.shape)
     chex.assert_type(out, jnp.uint8)
-    np.testing.assert_array_equal(out, noise.svhn_augment(KEY, jnp.asarray(x)))
-    assert not np.array_equal(out, noise.svhn_augment(jax.random.key(1), x))
+    assert not np.array_equal(out, noise.svhn_augment(jax.random.key(1), x, tf_compat=tf_compat))
+    # The pipeline from its public pieces: RandAugment with constants H // 8 = 4, a 16x16
+    # cutout, reflect-pad 4 and a crop at offsets uniform in [0, 8].
+    k_ra, k_cut, k_crop = jax.random.split(KEY, 3)
+    want = noise.randaugment(k_ra, x, num_layers=2, magnitude=5.0, translate_const=4,
+                             cutout_const=4, tf_compat=tf_compat)
+    want = np.pad(np.asarray(noise.cutout(k_cut, want, 16)), ((0, 0), (4, 4), (4, 4), (0, 0)),
+                  mode="reflect")
+    offsets = np.asarray(jax.random.randint(k_crop, (16, 2), 0, 9))
+    want = np.stack([w[r:r + 32, c:c + 32] for w, (r, c) in zip(want, offsets)])
+    np.testing.assert_array_equal(out, want)
     # the extra 16x16 cutout leaves a grey square (up to 8 px shifted by the crop)
-    grey = (np.asarray(out) == 128).all(-1)
+    grey = (out == 128).all(-1)
     assert (grey.sum((1, 2)) >= 16).all()
 
 

@@ -498,17 +498,19 @@ def cutout(key: jax.Array, images: jax.Array, size: int, *, fill: int = 128) -> 
     return _image.fill_boxes(jnp.asarray(images), boxes, fill)
 
 
-def svhn_augment(key: jax.Array, images: jax.Array, *, magnitude: float = 5.0) -> jax.Array:
+def svhn_augment(key: jax.Array, images: jax.Array, *, magnitude: float = 5.0,
+                 tf_compat: bool = False) -> jax.Array:
     """The official 32-px (CIFAR-10 / SVHN) training augmentation after decoding.
 
-    RandAugment (N = 2, the given M, translate and cutout constants H // 8), then an extra
-    cutout of half-size H // 4 (16x16 at 32 px) filled with 128, then reflect-pad 4 pixels and
-    a random H x W crop per image; no flip. `uint8[B, H, W, 3] -> uint8[B, H, W, 3]`.
+    RandAugment (N = 2, the given M, translate and cutout constants H // 8, `tf_compat` as in
+    `randaugment`), then an extra cutout of half-size H // 4 (16x16 at 32 px) filled with 128,
+    then reflect-pad 4 pixels and a random H x W crop per image; no flip.
+    `uint8[B, H, W, 3] -> uint8[B, H, W, 3]`.
     """
     batch, height, width = _kernels.check_images(images)
     k_ra, k_cut, k_crop = jax.random.split(key, 3)
     x = randaugment(k_ra, images, num_layers=2, magnitude=magnitude,
-                    translate_const=height // 8, cutout_const=height // 8)
+                    translate_const=height // 8, cutout_const=height // 8, tf_compat=tf_compat)
     x = cutout(k_cut, x, 2 * (height // 4), fill=128)
     pad = 4
     padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
