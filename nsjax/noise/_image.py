@@ -139,6 +139,14 @@ def _pil_autocontrast_misses() -> np.ndarray:
     return np.sort((lo[miss] * 65536 + hi[miss] * 256 + value[miss]).astype(np.int32))
 
 
+def _contains(sorted_keys: np.ndarray, key: jax.Array) -> jax.Array:
+    """`bool`, shape of `key`: whether each key is in the sorted `int32` table. A binary search
+    unrolled into its ~14 steps (no device loop)."""
+    table = jnp.asarray(sorted_keys)
+    at = jnp.searchsorted(table, key, method="scan_unrolled")
+    return table[jnp.clip(at, 0, table.shape[0] - 1)] == key
+
+
 def pil_autocontrast_values(v: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
     """`clip(floor((v - lo) * 255 / (hi - lo)), 0, 255)` exactly, `uint8`; `v` unchanged where
     `hi <= lo`. `v`, `lo`, `hi`: integer grey levels broadcasting together.
@@ -159,9 +167,8 @@ def pil_autocontrast_values(v: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.A
 def pil_autocontrast_has_misses(lo: jax.Array, hi: jax.Array) -> jax.Array:
     """`bool`, shape of `lo`: whether PIL's table for a channel with extremes `lo`, `hi`
     differs from `pil_autocontrast_values` anywhere (5,958 of the 32,640 ranges)."""
-    pairs = jnp.asarray(np.unique(_pil_autocontrast_misses() >> 8))
-    key = lo.astype(jnp.int32) * 256 + hi.astype(jnp.int32)
-    return pairs[jnp.clip(jnp.searchsorted(pairs, key), 0, pairs.shape[0] - 1)] == key
+    pairs = np.unique(_pil_autocontrast_misses() >> 8)
+    return _contains(pairs, lo.astype(jnp.int32) * 256 + hi.astype(jnp.int32))
 
 
 def pil_autocontrast_luts(lo: jax.Array, hi: jax.Array) -> jax.Array:
@@ -170,9 +177,7 @@ def pil_autocontrast_luts(lo: jax.Array, hi: jax.Array) -> jax.Array:
     misses (see `_pil_autocontrast_misses`); the identity where `hi <= lo`."""
     lo, hi = lo[..., None].astype(jnp.int32), hi[..., None].astype(jnp.int32)
     v = jnp.arange(256, dtype=jnp.int32).reshape((1,) * (lo.ndim - 1) + (256,))
-    misses = jnp.asarray(_pil_autocontrast_misses())
-    key = lo * 65536 + hi * 256 + v
-    found = misses[jnp.clip(jnp.searchsorted(misses, key), 0, misses.shape[0] - 1)] == key
+    found = _contains(_pil_autocontrast_misses(), lo * 65536 + hi * 256 + v)
     return pil_autocontrast_values(v, lo, hi) - found.astype(jnp.uint8)
 
 
