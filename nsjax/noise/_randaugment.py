@@ -467,8 +467,8 @@ def randaugment(
 
     On CPU each image runs only its own ops (a loop over the batch); elsewhere each layer is one
     warp, one per-image lookup table and one blend over the whole batch. Both give the same
-    bits. Measured for 256 images of 224x224 at N = 2, M = 27: about 5,100 img/s on 2 CPU
-    cores (4,500 with `tf_compat`) and, with the TF numerics, 105,000 img/s on one H200.
+    bits. Measured for 256 images of 224x224 at N = 2, M = 27: about 5,000 img/s on 2 CPU
+    cores (4,400 with `tf_compat`) and, with the TF numerics, 105,000 img/s on one H200.
     """
     batch, height, width = _kernels.check_images(images)
     num_layers = _checks.check_positive_int("num_layers", num_layers, minimum=0)
