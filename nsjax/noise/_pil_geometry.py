@@ -30,7 +30,7 @@ from nsjax.noise._image import split12
 
 _ONE = 1 << 16
 _HALF = 1 << 15
-_MAX_SHEAR = 2.0**13  # beyond this every pixel of an image <= 4096 px comes from outside
+_MAX_SHEAR = 2.0**13
 
 
 # --------------------------------------------------------------------------- double-float
@@ -142,9 +142,16 @@ def _fix(x) -> jax.Array:
 
 
 def _stack(a0, a1, a2, a3, a4, a5) -> jax.Array:
-    rows = [jnp.stack(jnp.broadcast_arrays(a0, a1, a2), -1),
-            jnp.stack(jnp.broadcast_arrays(a3, a4, a5), -1)]
-    return jnp.stack(rows, -2).astype(jnp.int32)
+    """`int32[B, 2, 3]` from six `[B]` arrays or Python ints (broadcast)."""
+    a = jnp.broadcast_arrays(a0, a1, a2, a3, a4, a5)
+    return jnp.stack([jnp.stack(a[:3], -1), jnp.stack(a[3:], -1)], -2).astype(jnp.int32)
+
+
+def _round_half_up(v: jax.Array) -> jax.Array:
+    """`floor(v + 1/2)` of float32 `v` exactly, `int32`: the half is compared after splitting
+    off the integer part, so adding it cannot round."""
+    whole = jnp.floor(v)
+    return whole.astype(jnp.int32) + (v - whole >= 0.5).astype(jnp.int32)
 
 
 # --------------------------------------------------------------------------- coefficients
@@ -152,10 +159,7 @@ def _stack(a0, a1, a2, a3, a4, a5) -> jax.Array:
 
 def identity(batch: int) -> jax.Array:
     """`int32[B, 2, 3]`: every output pixel takes its own input pixel."""
-    one = jnp.full((batch,), _ONE, jnp.int32)
-    zero = jnp.zeros((batch,), jnp.int32)
-    half = jnp.full((batch,), _HALF, jnp.int32)
-    return _stack(one, zero, half, zero, one, half)
+    return _stack(jnp.full((batch,), _ONE, jnp.int32), 0, _HALF, 0, _ONE, _HALF)
 
 
 def rotation_on_host(degrees: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -203,53 +207,40 @@ def rotation(degrees: jax.Array, height: int, width: int) -> jax.Array:
                   _fix(_neg(s)), _fix(cos), affine(_neg(s), cos, cy))
 
 
-def _fix_float(v: jax.Array) -> jax.Array:
-    """`FIX(v)` of a float32 value, exactly: `v * 2**16` is exact, and the half is added after
-    splitting off the integer part."""
-    scaled = v.astype(jnp.float32) * np.float32(_ONE)
-    whole = jnp.floor(scaled)
-    return whole.astype(jnp.int32) + (scaled - whole >= 0.5).astype(jnp.int32)
+def _shear_terms(shear: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`FIX(s)` and the constant term `FIX(1/2 + s/2)` of a shear, clipped to +-2**13 (beyond,
+    every pixel of an image <= 4096 px comes from outside anyway). `v * 2**16` is exact."""
+    s = jnp.clip(shear.astype(jnp.float32), -_MAX_SHEAR, _MAX_SHEAR)
+    return _round_half_up(s * np.float32(_ONE)), _HALF + _round_half_up(s * np.float32(_HALF))
 
 
 def shear_x(shear: jax.Array) -> jax.Array:
     """`Image.transform(AFFINE, (1, s, 0, 0, 1, 0))`: output (x, y) takes input (x + s y, y),
     pixel centres sheared about the top-left corner. `int32[B, 2, 3]`."""
-    s = jnp.clip(shear.astype(jnp.float32), -_MAX_SHEAR, _MAX_SHEAR)
-    one = jnp.full_like(s, _ONE, jnp.int32)
-    zero = jnp.zeros_like(s, jnp.int32)
-    half = jnp.full_like(s, _HALF, jnp.int32)
-    return _stack(one, _fix_float(s), _HALF + _fix_float(s * np.float32(0.5)), zero, one, half)
+    fixed, offset = _shear_terms(shear)
+    return _stack(_ONE, fixed, offset, 0, _ONE, _HALF)
 
 
 def shear_y(shear: jax.Array) -> jax.Array:
     """`Image.transform(AFFINE, (1, 0, 0, s, 1, 0))`: output (x, y) takes input (x, y + s x)."""
-    s = jnp.clip(shear.astype(jnp.float32), -_MAX_SHEAR, _MAX_SHEAR)
-    one = jnp.full_like(s, _ONE, jnp.int32)
-    zero = jnp.zeros_like(s, jnp.int32)
-    half = jnp.full_like(s, _HALF, jnp.int32)
-    return _stack(one, zero, half, _fix_float(s), one, _HALF + _fix_float(s * np.float32(0.5)))
+    fixed, offset = _shear_terms(shear)
+    return _stack(_ONE, 0, _HALF, fixed, _ONE, offset)
 
 
-def _whole_pixels(pixels: jax.Array, limit: int) -> jax.Array:
-    """`floor(pixels + 1/2)` exactly, clipped to [-limit, limit], `int32`."""
-    p = jnp.clip(pixels.astype(jnp.float32), -limit, limit)
-    whole = jnp.floor(p)
-    return whole.astype(jnp.int32) + (p - whole >= 0.5).astype(jnp.int32)
+def _shift_term(pixels: jax.Array, limit: int) -> jax.Array:
+    """The constant term of a translation by `floor(t + 1/2)` whole pixels (PIL's float64
+    scaling path), shift clipped to [-limit, limit]."""
+    shift = _round_half_up(jnp.clip(pixels.astype(jnp.float32), -limit, limit))
+    return shift * _ONE + _HALF
 
 
 def translate_x(pixels: jax.Array, width: int) -> jax.Array:
     """`Image.transform(AFFINE, (1, 0, t, 0, 1, 0))`: output (x, y) takes input
     (x + floor(t + 1/2), y). `int32[B, 2, 3]`."""
-    shift = _whole_pixels(pixels, width + 1)
-    one = jnp.full_like(shift, _ONE)
-    zero = jnp.zeros_like(shift)
-    return _stack(one, zero, shift * _ONE + _HALF, zero, one, jnp.full_like(shift, _HALF))
+    return _stack(_ONE, 0, _shift_term(pixels, width + 1), 0, _ONE, _HALF)
 
 
 def translate_y(pixels: jax.Array, height: int) -> jax.Array:
     """`Image.transform(AFFINE, (1, 0, 0, 0, 1, t))`: output (x, y) takes input
     (x, y + floor(t + 1/2))."""
-    shift = _whole_pixels(pixels, height + 1)
-    one = jnp.full_like(shift, _ONE)
-    zero = jnp.zeros_like(shift)
-    return _stack(one, zero, jnp.full_like(shift, _HALF), zero, one, shift * _ONE + _HALF)
+    return _stack(_ONE, 0, _HALF, 0, _ONE, _shift_term(pixels, height + 1))
