@@ -14,10 +14,15 @@ import numpy as np
 from nsjax.noise._image import mul_small_int
 
 
+def _matrices(a, b, c, d, e, f) -> jax.Array:
+    """`float32[B, 2, 3]` from six `[B]` arrays or Python numbers (broadcast)."""
+    m = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.float32) for v in (a, b, c, d, e, f)))
+    return jnp.stack([jnp.stack(m[:3], -1), jnp.stack(m[3:], -1)], -2)
+
+
 def identity(batch: int) -> jax.Array:
     """`float32[B, 2, 3]` identity maps."""
-    eye = jnp.asarray([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], jnp.float32)
-    return jnp.broadcast_to(eye, (batch, 2, 3))
+    return _matrices(jnp.ones((batch,), jnp.float32), 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
 def rotation(degrees: jax.Array, height: int, width: int) -> jax.Array:
@@ -31,37 +36,27 @@ def rotation(degrees: jax.Array, height: int, width: int) -> jax.Array:
     w1, h1 = np.float32(width - 1), np.float32(height - 1)
     x_off = (w1 - (mul_small_int(cos, w1) - mul_small_int(sin, h1))) * np.float32(0.5)
     y_off = (h1 - (mul_small_int(sin, w1) + mul_small_int(cos, h1))) * np.float32(0.5)
-    return jnp.stack([jnp.stack([cos, -sin, x_off], -1), jnp.stack([sin, cos, y_off], -1)], -2)
-
-
-def _matrices(a, b, c, d, e, f) -> jax.Array:
-    row0 = jnp.stack(jnp.broadcast_arrays(a, b, c), -1)
-    row1 = jnp.stack(jnp.broadcast_arrays(d, e, f), -1)
-    return jnp.stack([row0, row1], -2).astype(jnp.float32)
+    return _matrices(cos, -sin, x_off, sin, cos, y_off)
 
 
 def shear_x(shear: jax.Array) -> jax.Array:
     """Output (x, y) samples input (x + shear * y, y): TF's `[1, s, 0, 0, 1, 0, 0, 0]`."""
-    one, zero = jnp.ones_like(shear), jnp.zeros_like(shear)
-    return _matrices(one, shear, zero, zero, one, zero)
+    return _matrices(1.0, shear, 0.0, 0.0, 1.0, 0.0)
 
 
 def shear_y(shear: jax.Array) -> jax.Array:
     """Output (x, y) samples input (x, shear * x + y)."""
-    one, zero = jnp.ones_like(shear), jnp.zeros_like(shear)
-    return _matrices(one, zero, zero, shear, one, zero)
+    return _matrices(1.0, 0.0, 0.0, shear, 1.0, 0.0)
 
 
 def translate_x(pixels: jax.Array, width: int) -> jax.Array:
     """Output (x, y) samples input (x + pixels, y): TF's `translate(image, [-pixels, 0])`.
     `width` is unused (the signature matches `_pil_geometry`)."""
     del width
-    one, zero = jnp.ones_like(pixels), jnp.zeros_like(pixels)
-    return _matrices(one, zero, pixels, zero, one, zero)
+    return _matrices(1.0, 0.0, pixels, 0.0, 1.0, 0.0)
 
 
 def translate_y(pixels: jax.Array, height: int) -> jax.Array:
     """Output (x, y) samples input (x, y + pixels)."""
     del height
-    one, zero = jnp.ones_like(pixels), jnp.zeros_like(pixels)
-    return _matrices(one, zero, zero, zero, one, pixels)
+    return _matrices(1.0, 0.0, 0.0, 0.0, 1.0, pixels)
