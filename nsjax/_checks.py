@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,15 +66,8 @@ def check_dtype_in(name: str, x, allowed: Sequence[str]) -> None:
 
 
 def check_probability(name: str, value, *, allow_one: bool = True) -> float:
-    """A Python number in [0, 1] (or [0, 1) when `allow_one` is False); returns it as float."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    upper_ok = value <= 1.0 if allow_one else value < 1.0
-    if math.isnan(value) or value < 0.0 or not upper_ok:
-        interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return value
+    """A concrete number in [0, 1] (or [0, 1) when `allow_one` is False); returns it as float."""
+    return check_number(name, value, minimum=0.0, maximum=1.0, max_open=not allow_one)
 
 
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
@@ -88,3 +82,92 @@ def check_choice(name: str, value, choices: Sequence[str]) -> str:
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+# --------------------------------------------------------------------------- numbers
+# A "number" argument accepts a Python int or float, a NumPy scalar and a 0-d array (NumPy or
+# JAX). A concrete value is checked here and returned as a Python float; a traced value (inside
+# `jax.jit`, `grad`, `vmap`) cannot be checked and is returned as is: the function using it
+# must then make an out-of-range value give NaN, never a plausible finite result.
+
+
+def is_traced(x) -> bool:
+    """Whether `x` is an abstract value under a JAX transformation (no concrete number)."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def _number_kind(name: str, value) -> None:
+    if isinstance(value, bool) or isinstance(value, (np.bool_,)):
+        raise TypeError(f"{name} must be a number, got bool")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        if tuple(value.shape) != ():
+            raise ValueError(f"{name} must be a scalar number, got an array of shape "
+                             f"{tuple(value.shape)}")
+        dtype = np.dtype(value.dtype)
+        if dtype == np.bool_ or not (np.issubdtype(dtype, np.integer)
+                                     or np.issubdtype(dtype, np.floating)):
+            raise TypeError(f"{name} must be a number, got a 0-d array of dtype {dtype}")
+        return
+    raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+
+
+def check_number(name: str, value, *, minimum: float | None = None,
+                 maximum: float | None = None, min_open: bool = False,
+                 max_open: bool = False, traced_ok: bool = False):
+    """A real number in the interval given by `minimum` / `maximum` (closed unless `*_open`);
+    NaN is always refused. Returns a Python float, or the tracer itself when `traced_ok` and the
+    value is traced (then the caller maps an out-of-range value to NaN, see `nan_unless`)."""
+    _number_kind(name, value)
+    if is_traced(value):
+        if traced_ok:
+            return value
+        raise TypeError(f"{name} must be a concrete number (it selects what is computed), "
+                        f"got a traced value of dtype {value.dtype}")
+    x = float(np.asarray(value))
+    lo_ok = minimum is None or (x > minimum if min_open else x >= minimum)
+    hi_ok = maximum is None or (x < maximum if max_open else x <= maximum)
+    if math.isnan(x) or not (lo_ok and hi_ok):
+        left = "(-inf" if minimum is None else ("(" if min_open else "[") + f"{minimum:g}"
+        right = "inf)" if maximum is None else f"{maximum:g}" + (")" if max_open else "]")
+        raise ValueError(f"{name} must be in {left}, {right}, got {x}")
+    return x
+
+
+def nan_unless(valid, x):
+    """`x` where `valid`, NaN elsewhere (the result of a traced argument out of its range)."""
+    return jnp.where(valid, x, jnp.nan)
+
+
+# --------------------------------------------------------------------------- keys and images
+
+
+def check_key(name: str, key) -> None:
+    """A `jax.random` key: a typed key array (`jax.random.key`) or a raw `uint32[2]`
+    (`jax.random.PRNGKey`); `None` and other values are refused by name."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        if np.ndim(key) != 0:
+            raise ValueError(f"{name} must be a single jax.random key, got a key array of "
+                             f"shape {shape_of(key)}")
+        return
+    if dtype is not None and np.dtype(dtype) == np.uint32 and shape_of(key) == (2,):
+        return
+    what = "None" if key is None else f"{type(key).__name__} {shape_of(key) if dtype else ''}"
+    raise TypeError(f"{name} must be a jax.random key (jax.random.key(seed)), got {what.strip()}")
+
+
+def check_images(name: str, x, *, dtypes: Sequence[str], min_side: int = 1,
+                 channels: int = 3) -> tuple[int, int, int]:
+    """`x` is `[B, H, W, channels]` with a dtype in `dtypes` (see `check_dtype_in`) and
+    H, W >= `min_side`; B may be 0 (an empty batch gives an empty result everywhere).
+    Accepts any array type with `.shape` and `.dtype` (NumPy, JAX, `ShapeDtypeStruct`).
+    Returns (B, H, W)."""
+    check_rank(name, x, 4, f"[B, H, W, {channels}]")
+    check_dtype_in(name, x, dtypes)
+    batch, height, width, c = shape_of(x)
+    if c != channels or height < min_side or width < min_side:
+        raise ValueError(f"{name} must have shape [B, H, W, {channels}] with H, W >= "
+                         f"{min_side}, got {shape_of(x)}")
+    return batch, height, width
