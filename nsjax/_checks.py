@@ -129,10 +129,20 @@ def check_number(name: str, value, *, minimum: float | None = None,
     lo_ok = minimum is None or (x > minimum if min_open else x >= minimum)
     hi_ok = maximum is None or (x < maximum if max_open else x <= maximum)
     if math.isnan(x) or not (lo_ok and hi_ok):
-        left = "(-inf" if minimum is None else ("(" if min_open else "[") + f"{minimum:g}"
-        right = "inf)" if maximum is None else f"{maximum:g}" + (")" if max_open else "]")
-        raise ValueError(f"{name} must be in {left}, {right}, got {x}")
+        raise ValueError(f"{name} must be {_range_text(minimum, maximum, min_open, max_open)}, "
+                         f"got {x}")
     return x
+
+
+def _range_text(minimum, maximum, min_open: bool, max_open: bool) -> str:
+    """`"> 0"`, `"<= 1"`, `"in [0, 1)"` or `"a number"` (no bound)."""
+    if minimum is not None and maximum is not None:
+        return f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}{')' if max_open else ']'}"
+    if minimum is not None:
+        return f"{'>' if min_open else '>='} {minimum:g}"
+    if maximum is not None:
+        return f"{'<' if max_open else '<='} {maximum:g}"
+    return "a number (not NaN)"
 
 
 def nan_unless(valid, x):

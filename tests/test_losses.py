@@ -194,6 +194,12 @@ T = np.full((2, 3), 1 / 3, np.float32)
         (lambda: losses.hard_cross_entropy(Z, np.zeros(2, np.float32)), TypeError, "labels"),
         (lambda: losses.hard_cross_entropy(Z, np.zeros(3, int)), ValueError, "labels and logits"),
         (lambda: losses.pseudo_labels(Z, temperature=0.0), ValueError, "temperature must be > 0"),
+        (lambda: losses.pseudo_labels(Z, temperature=np.nan), ValueError, "temperature must be > 0"),
+        (lambda: losses.pseudo_labels(Z, temperature="1"), TypeError, "temperature must be a number"),
+        (lambda: losses.pseudo_labels(Z, temperature=np.ones(2)), ValueError, "temperature must be a scalar"),
+        (lambda: losses.pseudo_labels(Z, hard=1), TypeError, "hard must be a bool"),
+        (lambda: losses.soft_cross_entropy(Z, T, label_smoothing=np.nan), ValueError, "label_smoothing"),
+        (lambda: losses.noisy_student_loss(Z, np.zeros(2, int), Z, T, unlabeled_ratio=np.nan), ValueError, "unlabeled_ratio"),
         (lambda: losses.noisy_student_loss(Z, np.zeros(2, int), Z, T, unlabeled_ratio=-1), ValueError, "unlabeled_ratio"),
         (lambda: losses.noisy_student_loss(Z, np.zeros(2, int), np.zeros((2, 4), np.float32), T, unlabeled_ratio=1), ValueError, "student_logits_labeled and student_logits_unlabeled"),
     ],
@@ -201,3 +207,139 @@ T = np.full((2, 3), 1 / 3, np.float32)
 def test_bad_input_raises_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --------------------------------------------------------------------------- no silent wrong result
+
+
+@pytest.mark.parametrize("bad", [3, -1, 100])
+@pytest.mark.parametrize("to_array", [np.asarray, jnp.asarray])
+def test_concrete_label_outside_the_classes_is_an_error(bad, to_array):
+    labels = to_array(np.array([0, bad]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\).*got 1 outside, e.g. " + str(bad)):
+        losses.hard_cross_entropy(Z, labels)
+
+
+@pytest.mark.parametrize("bad", [3, -1])
+def test_traced_label_outside_the_classes_gives_nan_not_another_class(bad):
+    logits = np.random.default_rng(5).normal(size=(3, 3)).astype(np.float32)
+    labels = np.array([0, bad, 2])
+    got = np.asarray(jax.jit(losses.hard_cross_entropy)(logits, labels))
+    assert np.isnan(got[1])
+    np.testing.assert_allclose(got[[0, 2]], _np_soft_ce(logits[[0, 2]], np.eye(3)[[0, 2]]), rtol=1e-5)
+    # in noisy_student_loss the NaN reaches the scalar
+    total = jax.jit(lambda y: losses.noisy_student_loss(logits, y, logits, T[:1].repeat(3, 0),
+                                                       unlabeled_ratio=1.0))(labels)
+    assert np.isnan(total)
+
+
+BAD_TARGETS = {
+    "sums to 1.5": np.array([[0.5, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]], np.float32),
+    "negative": np.array([[1.2, -0.2, 0.0], [1 / 3, 1 / 3, 1 / 3]], np.float32),
+    "sums to 0": np.array([[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]], np.float32),
+    "NaN": np.array([[np.nan, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]], np.float32),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_TARGETS))
+def test_concrete_bad_target_row_is_an_error(name):
+    with pytest.raises(ValueError, match="targets must hold probability rows.*1 rows do not, e.g. row 0"):
+        losses.soft_cross_entropy(Z, jnp.asarray(BAD_TARGETS[name]))
+
+
+@pytest.mark.parametrize("name", list(BAD_TARGETS))
+def test_traced_bad_target_row_gives_nan(name):
+    got = np.asarray(jax.jit(losses.soft_cross_entropy)(Z, BAD_TARGETS[name]))
+    assert np.isnan(got[0]) and np.isfinite(got[1])
+
+
+def test_rows_masked_by_where_are_not_checked_and_give_zero():
+    targets = np.array([[0.0, 0.0, 0.0], [1 / 3, 1 / 3, 1 / 3]], np.float32)  # padding row 0
+    where = np.array([False, True])
+    for fn in (losses.soft_cross_entropy, jax.jit(losses.soft_cross_entropy)):
+        got = np.asarray(fn(Z, targets, where=where))
+        np.testing.assert_allclose(got, [0.0, np.log(3)], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, np.float32])
+def test_low_precision_normalised_targets_are_accepted(dtype):
+    rng = np.random.default_rng(6)
+    targets = jnp.asarray(rng.dirichlet(np.ones(1000), size=4), dtype)
+    got = losses.soft_cross_entropy(np.zeros((4, 1000), np.float32), targets)
+    assert np.all(np.isfinite(got))
+
+
+NUMBERS = [np.float32(0.5), np.float64(0.5), np.asarray(0.5), jnp.asarray(0.5)]
+
+
+@pytest.mark.parametrize("value", NUMBERS, ids=lambda v: type(v).__name__)
+def test_numpy_and_0d_values_are_numbers(value):
+    logits = np.random.default_rng(7).normal(size=(2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(losses.pseudo_labels(logits, temperature=value),
+                                  losses.pseudo_labels(logits, temperature=0.5))
+    y = np.array([0, 2])
+    np.testing.assert_array_equal(
+        losses.noisy_student_loss(logits, y, logits, T, unlabeled_ratio=value),
+        losses.noisy_student_loss(logits, y, logits, T, unlabeled_ratio=0.5))
+    np.testing.assert_array_equal(losses.soft_cross_entropy(logits, T, label_smoothing=value),
+                                  losses.soft_cross_entropy(logits, T, label_smoothing=0.5))
+
+
+def test_traced_scalars_work_and_give_nan_outside_their_range():
+    logits = np.random.default_rng(8).normal(size=(2, 3)).astype(np.float32)
+    y = np.array([0, 2])
+    pl = jax.jit(lambda t: losses.pseudo_labels(logits, temperature=t))
+    ns = jax.jit(lambda r: losses.noisy_student_loss(logits, y, logits, T, unlabeled_ratio=r))
+    sc = jax.jit(lambda s: losses.soft_cross_entropy(logits, T, label_smoothing=s))
+    hc = jax.jit(lambda s: losses.hard_cross_entropy(logits, y, label_smoothing=s))
+    np.testing.assert_allclose(pl(2.0), losses.pseudo_labels(logits, temperature=2.0), rtol=1e-6)
+    np.testing.assert_allclose(ns(3.0), losses.noisy_student_loss(logits, y, logits, T, unlabeled_ratio=3.0), rtol=1e-6)
+    np.testing.assert_allclose(sc(0.1), losses.soft_cross_entropy(logits, T, label_smoothing=0.1), rtol=1e-6)
+    np.testing.assert_allclose(hc(0.1), losses.hard_cross_entropy(logits, y, label_smoothing=0.1), rtol=1e-6)
+    for bad in (0.0, -1.0, np.nan):
+        assert np.all(np.isnan(pl(bad)))
+    for bad in (-0.5, np.nan):
+        assert np.isnan(ns(bad))
+    for bad in (1.0, -0.1, np.nan):
+        assert np.all(np.isnan(sc(bad))) and np.all(np.isnan(hc(bad)))
+    # a gradient with respect to the temperature flows
+    assert np.isfinite(jax.grad(lambda t: losses.pseudo_labels(logits, temperature=t)[0, 0])(1.5))
+
+
+def test_empty_batches_give_empty_results_and_the_mean_loss_refuses_them():
+    empty = np.zeros((0, 3), np.float32)
+    chex.assert_shape(losses.soft_cross_entropy(empty, empty), (0,))
+    chex.assert_shape(losses.hard_cross_entropy(empty, np.zeros(0, int)), (0,))
+    chex.assert_shape(losses.pseudo_labels(empty), (0, 3))
+    y = np.zeros(2, int)
+    with pytest.raises(ValueError, match="student_logits_labeled must hold at least one example"):
+        losses.noisy_student_loss(empty, np.zeros(0, int), Z, T, unlabeled_ratio=1.0)
+    with pytest.raises(ValueError, match="student_logits_unlabeled must hold at least one example"):
+        losses.noisy_student_loss(Z, y, empty, empty, unlabeled_ratio=1.0)
+
+
+# --------------------------------------------------------------------------- documented rules
+
+
+def test_hard_pseudo_label_ties_go_to_the_lowest_class():
+    """Documented: "among equal largest logits the lowest class index wins"."""
+    logits = np.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, -1.0, 5.0, 5.0]], np.float32)
+    hard = np.asarray(losses.pseudo_labels(logits, hard=True))
+    np.testing.assert_array_equal(hard, np.eye(4, dtype=np.float32)[[1, 0, 2]])
+
+
+def test_label_smoothing_rule_as_documented():
+    """Documented: targets become (1 - s) t + s / C; hard: (1 - s)(-log p_y) + s mean_c(-log p_c)."""
+    logits = np.array([[2.0, 0.0, -1.0, 0.5]], np.float32)
+    log_p = _np_log_softmax(logits)[0]
+    s, t = 0.2, np.array([[0.0, 1.0, 0.0, 0.0]], np.float32)
+    want = -np.sum(((1 - s) * t[0] + s / 4) * log_p)
+    np.testing.assert_allclose(losses.soft_cross_entropy(logits, t, label_smoothing=s), [want], rtol=1e-6)
+    want_hard = (1 - s) * -log_p[1] + s * np.mean(-log_p)
+    np.testing.assert_allclose(losses.hard_cross_entropy(logits, np.array([1]), label_smoothing=s),
+                               [want_hard], rtol=1e-6)
+    # the noisy-student loss smooths labels (0.1 by default) and leaves pseudo labels alone
+    u = np.array([[0.1, 0.2, 0.3, 0.4]], np.float32)
+    got = losses.noisy_student_loss(logits, np.array([1]), logits, u, unlabeled_ratio=2.0)
+    want_total = ((0.9 * -log_p[1] + 0.1 * np.mean(-log_p)) + 2.0 * -np.sum(u[0] * log_p))
+    np.testing.assert_allclose(got, want_total, rtol=1e-6)
