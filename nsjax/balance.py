@@ -90,17 +90,18 @@ def balance_classes(
 ) -> BalanceResult:
     """Select rows so that every predicted class holds (about) `per_class` of them.
 
-    Args:
-      pred_class: int[N] teacher's predicted class per sample (any integer dtype, >= 0).
-      confidence: float[N] teacher's confidence (max probability) per sample, in [0, 1].
-        Ranked as float32 (a float64 input is rounded to float32 first); comparisons with
-        `min_confidence` and with the official grid are exact, as in float64.
-      per_class: rows wanted per class (ImageNet recipe: 130_000).
-      min_confidence: no sample below it is kept (paper: 0.3).
-      seed: seeds every random choice; same inputs and seed give bitwise the same result.
-      mode: "topk" (the paper's rule, strict by confidence) or "official" (the released
-        `filter_unlabel.py` rule, seeded).
-      num_classes: K; None means max(pred_class) + 1.
+    **Arguments:**
+
+    - `pred_class`: int[N] teacher's predicted class per sample (any integer dtype, >= 0).
+    - `confidence`: float[N] teacher's confidence (max probability) per sample, in [0, 1].
+      Ranked as float32 (a float64 input is rounded to float32 first); comparisons with
+      `min_confidence` and with the official grid are exact, as in float64.
+    - `per_class`: rows wanted per class (ImageNet recipe: 130_000).
+    - `min_confidence`: no sample below it is kept (paper: 0.3).
+    - `seed`: seeds every random choice; same inputs and seed give bitwise the same result.
+    - `mode`: "topk" (the paper's rule, strict by confidence) or "official" (the released
+      `filter_unlabel.py` rule, seeded).
+    - `num_classes`: K; None means max(pred_class) + 1.
 
     The candidates of class c are the samples predicted c with confidence >= min_confidence.
 
@@ -115,12 +116,10 @@ def balance_classes(
     lowest. Every candidate >= t_c gets per_class / N_c copies, the fractional part drawn as a
     Bernoulli: about per_class rows per class, over-full classes subsampled uniformly.
 
-    Returns:
-      A `BalanceResult`. `indices` is shuffled, so any prefix is a uniform sample of the rows.
-      Empty input gives an empty result.
+    **Returns:** A `BalanceResult`. `indices` is shuffled, so any prefix is a uniform sample of the rows.
+    Empty input gives an empty result.
 
-    Raises:
-      TypeError, ValueError: naming the argument, before any work, for bad input.
+    **Raises:** TypeError, ValueError: naming the argument, before any work, for bad input.
     """
     pred_class, confidence, per_class, min_confidence, num_classes = _validate(
         pred_class, confidence, per_class, min_confidence, seed, mode, num_classes

@@ -46,13 +46,7 @@ _ARRAY_TYPES = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
 
 def _check_images(images: Any) -> tuple[int, int]:
     """`images` is `[B, H, W, 3]` uint8 or floating with H, W >= 1; returns (H, W)."""
-    _checks.check_rank("images", images, 4, "[B, H, W, 3]")
-    _checks.check_dtype_in("images", images, ("uint8", "floating"))
-    _, height, width, channels = _checks.shape_of(images)
-    if channels != 3 or height < 1 or width < 1:
-        raise ValueError(
-            f"images must have shape [B, H, W, 3] with H, W >= 1, got {_checks.shape_of(images)}"
-        )
+    _, height, width = _checks.check_images("images", images, dtypes=("uint8", "floating"))
     return height, width
 
 
@@ -71,12 +65,10 @@ def _check_range(name: str, value: Any, *, upper: float | None) -> tuple[float, 
     """A pair (lo, hi) of numbers with 0 < lo <= hi (<= upper when given)."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be a pair (lo, hi), got {value!r}")
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name} must hold numbers, got {value!r}")
-    lo, hi = float(value[0]), float(value[1])
-    bound = "" if upper is None else f" <= {upper}"
-    if not (0.0 < lo <= hi and np.isfinite(hi)) or (upper is not None and hi > upper):
+    lo, hi = (_checks.check_number(f"{name}[{i}]", v, minimum=0.0, min_open=True, maximum=upper)
+              for i, v in enumerate(value))
+    if not (lo <= hi and np.isfinite(hi)):
+        bound = "" if upper is None else f" <= {upper}"
         raise ValueError(f"{name} must satisfy 0 < lo <= hi{bound}, got {value!r}")
     return lo, hi
 
@@ -208,17 +200,18 @@ def _sample_boxes(
 def resize(images: jax.Array, size: Size, *, method: Method = "bicubic") -> jax.Array:
     """Resize a batch of images, antialiased when downsampling (as PIL's `Image.resize`).
 
-    Args:
-      images: `[B, H, W, 3]`, uint8 or floating.
-      size: output side (square) or `(height, width)`; static.
-      method: "bicubic" (Keys a=-0.5, PIL's BICUBIC), "bilinear" (triangle) or "nearest".
+    **Arguments:**
 
-    Returns:
-      `[B, height, width, 3]` of the input dtype. uint8 is computed in float32, rounded and
-      clipped after each of the width and height passes (PIL's order).
+    - `images`: `[B, H, W, 3]`, uint8 or floating.
+    - `size`: output side (square) or `(height, width)`; static.
+    - `method`: "bicubic" (Keys a=-0.5, PIL's BICUBIC), "bilinear" (triangle) or "nearest".
 
-    Example:
-      >>> small = resize(jnp.zeros((8, 256, 256, 3), jnp.uint8), 224)  # [8, 224, 224, 3] uint8
+    **Returns:** `[B, height, width, 3]` of the input dtype. uint8 is computed in float32, rounded and
+    clipped after each of the width and height passes (PIL's order).
+
+    **Example:**
+
+    >>> small = resize(jnp.zeros((8, 256, 256, 3), jnp.uint8), 224)  # [8, 224, 224, 3] uint8
     """
     height, width = _check_images(images)
     out = _check_size(size)
@@ -235,17 +228,18 @@ def center_crop_resize(
     `((H - side) + 1) // 2` and `((W - side) + 1) // 2`. The reference uses
     `crop_fraction = size / (size + 32)`, i.e. 0.875 at 224 px.
 
-    Args:
-      images: `[B, H, W, 3]`, uint8 or floating.
-      size: output side (square) or `(height, width)`; static.
-      crop_fraction: in (0, 1]; static.
-      method: as in `resize`.
+    **Arguments:**
 
-    Returns:
-      `[B, height, width, 3]` of the input dtype.
+    - `images`: `[B, H, W, 3]`, uint8 or floating.
+    - `size`: output side (square) or `(height, width)`; static.
+    - `crop_fraction`: in (0, 1]; static.
+    - `method`: as in `resize`.
 
-    Example:
-      >>> test = center_crop_resize(images, 288)  # FixRes: evaluate at a larger resolution
+    **Returns:** `[B, height, width, 3]` of the input dtype.
+
+    **Example:**
+
+    >>> test = center_crop_resize(images, 288)  # FixRes: evaluate at a larger resolution
     """
     height, width = _check_images(images)
     out = _check_size(size)
@@ -274,20 +268,22 @@ def random_resized_crop(
     is kept (the reference treats it as a failure and centre-crops). The reference also passes
     `min_object_covered=0.1` with the whole image as object: `area=(0.1, 1.0)` gives that.
 
-    Args:
-      key: a `jax.random` key; every image's box is drawn independently from it.
-      images: `[B, H, W, 3]`, uint8 or floating.
-      size: output side (square) or `(height, width)`; static.
-      area: (lo, hi) with 0 < lo <= hi <= 1, fractions of the image area; static.
-      ratio: (lo, hi) with 0 < lo <= hi, width / height; static.
-      method: as in `resize`.
+    **Arguments:**
 
-    Returns:
-      `[B, height, width, 3]` of the input dtype; the same key gives the same crops.
+    - `key`: a `jax.random` key; every image's box is drawn independently from it.
+    - `images`: `[B, H, W, 3]`, uint8 or floating.
+    - `size`: output side (square) or `(height, width)`; static.
+    - `area`: (lo, hi) with 0 < lo <= hi <= 1, fractions of the image area; static.
+    - `ratio`: (lo, hi) with 0 < lo <= hi, width / height; static.
+    - `method`: as in `resize`.
 
-    Example:
-      >>> train = random_resized_crop(jax.random.key(0), images, 224)
+    **Returns:** `[B, height, width, 3]` of the input dtype; the same key gives the same crops.
+
+    **Example:**
+
+    >>> train = random_resized_crop(jax.random.key(0), images, 224)
     """
+    _checks.check_key("key", key)
     height, width = _check_images(images)
     out = _check_size(size)
     area = _check_range("area", area, upper=1.0)
@@ -307,22 +303,23 @@ def fixres_trainable(
     An array leaf (`jax.Array`, `np.ndarray`, `jax.ShapeDtypeStruct`) is `True` (trainable)
     unless frozen; any other leaf is `False`; `None` subtrees stay `None`.
 
-    Args:
-      params: any pytree, typically `eqx.filter(model, eqx.is_inexact_array)` or an
-        `eqx.nn.State` (whose paths are flat indices, not layer names).
-      freeze: a callable `path -> bool` (True freezes the leaf), or one or more regular
-        expressions searched (`re.search`) in each path; each must match some array leaf.
+    **Arguments:**
 
-    Returns:
-      A pytree of Python bools with the structure of `params`.
+    - `params`: any pytree, typically `eqx.filter(model, eqx.is_inexact_array)` or an
+      `eqx.nn.State` (whose paths are flat indices, not layer names).
+    - `freeze`: a callable `path -> bool` (True freezes the leaf), or one or more regular
+      expressions searched (`re.search`) in each path; each must match some array leaf.
+
+    **Returns:** A pytree of Python bools with the structure of `params`.
 
     Freeze with `optax.multi_transform({True: opt, False: optax.set_to_zero()}, lambda _: mask)`.
     The lambda matters for Equinox pytrees: the mask is then itself a Module, hence callable,
     and optax would call it. Beware `optax.masked(opt, mask)` alone: it passes masked-out
     gradients through *unchanged*, so `apply_updates` still moves the frozen leaves.
 
-    Example:
-      >>> mask = fixres_trainable(params, freeze=[r"^\\.stem\\.", r"^\\.blocks\\[[0-3]\\]"])
+    **Example:**
+
+    >>> mask = fixres_trainable(params, freeze=[r"^\\.stem\\.", r"^\\.blocks\\[[0-3]\\]"])
     """
     if callable(freeze):
         frozen = freeze

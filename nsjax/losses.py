@@ -71,6 +71,7 @@ def soft_cross_entropy(
     `softmax(logits) - t`.
 
     **Arguments:**
+
     - `logits`: float `[B, C]`, any float dtype; upcast to float32.
     - `targets`: float `[B, C]`, each row a probability distribution: no negative entry, summing
       to one within `max(1e-4, eps(dtype))`. A concrete bad row is a `ValueError`; under a
@@ -120,6 +121,7 @@ def hard_cross_entropy(
     the one-hot matrix: `(1 - s) (-log p_y) + s mean_c(-log p_c)`.
 
     **Arguments:**
+
     - `logits`: float `[B, C]`, any float dtype; upcast to float32.
     - `labels`: int `[B]` in `[0, C)`. A concrete label outside is a `ValueError`; under a
       transformation its example's loss is NaN (never another class's loss).
@@ -159,6 +161,7 @@ def pseudo_labels(
     one-hot argmax (hard).
 
     **Arguments:**
+
     - `teacher_logits`: float `[B, C]`.
     - `temperature`: a number > 0 (a traced one gives NaN rows when not > 0); ignored when
       `hard`.
@@ -198,6 +201,7 @@ def noisy_student_loss(
     of this loss: add it in the optimizer.
 
     **Arguments:**
+
     - `student_logits_labeled`: float `[B_l, C]`, `B_l >= 1`; `labels`: int `[B_l]`.
     - `student_logits_unlabeled`: float `[B_u, C]`, `B_u >= 1`; `soft_targets`: float
       `[B_u, C]`, teacher pseudo labels (see `pseudo_labels`), checked as in

@@ -280,10 +280,25 @@ GOOD = jnp.zeros((2, 8, 8, 3), jnp.uint8)
     (lambda: fixres.random_resized_crop(KEY, GOOD, 4, ratio=(2.0, 1.0)), ValueError, "ratio"),
     (lambda: fixres.random_resized_crop(KEY, GOOD, 4, ratio=(1, np.inf)), ValueError, "ratio"),
     (lambda: fixres.random_resized_crop(KEY, GOOD, 4, method="area"), ValueError, "method"),
+    (lambda: fixres.random_resized_crop(None, GOOD, 4), TypeError, "key must be a jax.random key"),
+    (lambda: fixres.random_resized_crop(KEY, GOOD, 4, area=(0.1, np.nan)), ValueError, r"area\[1\]"),
 ])  # fmt: skip
 def test_bad_input_is_rejected_by_name(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_empty_batch_gives_empty_result_and_numpy_numbers_are_accepted():
+    empty = jnp.zeros((0, 9, 7, 3), jnp.uint8)
+    for out in (fixres.resize(empty, 4), fixres.center_crop_resize(empty, 4),
+                fixres.random_resized_crop(KEY, empty, 4)):
+        chex.assert_shape(out, (0, 4, 4, 3))
+        chex.assert_type(out, jnp.uint8)
+    a = fixres.random_resized_crop(KEY, GOOD, 4, area=(np.float32(0.25), np.asarray(1.0)))
+    b = fixres.random_resized_crop(KEY, GOOD, 4, area=(0.25, 1.0))
+    np.testing.assert_array_equal(a, b)
+
+
 
 
 # --------------------------------------------------------------------------- fixres_trainable
