@@ -1,0 +1,122 @@
+"""Mutation test of the suite: plant plausible bugs in nsjax/, one at a time, and check that the
+tests catch each.
+
+Each mutant replaces one exact snippet of one source file (the snippet must occur once) in a
+copy of the repository, then runs the test files that should catch it there. A mutant that
+leaves those tests green survived: the suite misses that bug. Not collected by pytest (no
+`test_` prefix); run it by hand after changing tests or code:
+
+    python tests/mutants.py            # every mutant, a table at the end
+    python tests/mutants.py 3 7        # mutants 3 and 7 only
+    python tests/mutants.py --list     # what each mutant plants
+
+The working tree is never modified.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Mutant(NamedTuple):
+    what: str  # the plausible bug, in words
+    path: str  # file under the repository root
+    old: str  # exact snippet, occurring once
+    new: str
+    tests: tuple[str, ...]  # test files (or node ids) expected to catch it
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    # ---- losses
+    Mutant("hard CE: an out-of-range traced label reads a clipped class instead of NaN",
+           "nsjax/losses.py", "return _checks.nan_unless(valid, loss)", "return loss",
+           ("tests/test_losses.py",)),
+    Mutant("hard pseudo labels: ties go to the highest class",
+           "nsjax/losses.py", "jnp.argmax(logits, axis=-1)",
+           "(logits.shape[-1] - 1 - jnp.argmax(logits[:, ::-1], axis=-1))",
+           ("tests/test_losses.py",)),
+    Mutant("label smoothing spreads s over C - 1 classes",
+           "nsjax/losses.py", "smoothing / targets.shape[-1]",
+           "smoothing / (targets.shape[-1] - 1)", ("tests/test_losses.py",)),
+    Mutant("noisy_student_loss drops the unlabeled ratio",
+           "nsjax/losses.py", "jnp.mean(labeled) + ratio * jnp.mean(unlabeled)",
+           "jnp.mean(labeled) + jnp.mean(unlabeled)", ("tests/test_losses.py",)),
+    Mutant("padded rows masked by `where` are still checked",
+           "nsjax/losses.py", "bad &= np.asarray(where)", "bad &= True",
+           ("tests/test_losses.py",)),
+    # ---- balance
+    Mutant("balance keeps samples just below min_confidence (threshold rounded down)",
+           "nsjax/balance.py", "return x if float(x) >= t else np.nextafter(x, np.float32(np.inf))",
+           "return x if float(x) <= t else np.nextafter(x, np.float32(-np.inf))",
+           ("tests/test_balance.py",)),
+    Mutant("balance result not shuffled (rows grouped by class)",
+           "nsjax/balance.py", "    rng.shuffle(indices)\n", "", ("tests/test_balance.py",)),
+    # ---- fixres
+    Mutant("evaluation crop offset rounds down instead of up",
+           "nsjax/fixres.py", "return (height - side + 1) // 2, (width - side + 1) // 2, side, side",
+           "return (height - side) // 2, (width - side) // 2, side, side",
+           ("tests/test_fixres.py",)),
+    Mutant("Inception crop shares one box draw across the batch",
+           "nsjax/fixres.py", "u = jax.random.uniform(key, (batch, 2 * n + 2))",
+           "u = jnp.broadcast_to(jax.random.uniform(key, (1, 2 * n + 2)), (batch, 2 * n + 2))",
+           ("tests/test_fixres.py",)),
+)
+
+
+def _copy_tree(dest: Path) -> None:
+    ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".hypothesis",
+                                    ".pytest_cache", "results", "*.egg-info")
+    shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
+
+
+def run(mutant: Mutant, workdir: Path) -> tuple[bool, float]:
+    """Plant `mutant` in a fresh copy under `workdir`; True when its tests fail (caught)."""
+    copy = workdir / "repo"
+    shutil.rmtree(copy, ignore_errors=True)
+    _copy_tree(copy)
+    source = copy / mutant.path
+    text = source.read_text()
+    count = text.count(mutant.old)
+    if count != 1:
+        raise SystemExit(f"mutant {mutant.what!r}: snippet occurs {count} times in {mutant.path}")
+    source.write_text(text.replace(mutant.old, mutant.new))
+    env = {**os.environ, "PYTHONPATH": str(copy)}  # the copy's nsjax shadows the installed one
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *mutant.tests],
+        cwd=copy, env=env, capture_output=True, text=True)
+    if "nsjax" not in result.stdout + result.stderr and result.returncode not in (0, 1):
+        raise SystemExit(result.stdout + result.stderr)
+    return result.returncode != 0, time.perf_counter() - start
+
+
+def main(argv: list[str]) -> int:
+    if "--list" in argv:
+        for i, m in enumerate(MUTANTS):
+            print(f"{i:2d}  {m.path}: {m.what}  [{', '.join(m.tests)}]")
+        return 0
+    chosen = [int(a) for a in argv] or range(len(MUTANTS))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in chosen:
+            caught, seconds = run(MUTANTS[i], Path(tmp))
+            rows.append((i, caught, seconds))
+            print(f"{i:2d} {'caught  ' if caught else 'SURVIVED'} {seconds:6.1f} s  "
+                  f"{MUTANTS[i].what}", flush=True)
+    survived = [i for i, caught, _ in rows if not caught]
+    print(f"\n{len(rows) - len(survived)} of {len(rows)} mutants caught"
+          + (f"; survived: {survived}" if survived else ""))
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
