@@ -26,16 +26,9 @@ _ARRAY_TYPES = (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct)
 
 
 def check_images(images: Any) -> tuple[int, int, int]:
-    """`images` is `uint8[B, H, W, 3]` with B, H, W >= 1; returns (B, H, W)."""
-    _checks.check_rank("images", images, 4, "[B, H, W, 3]")
-    _checks.check_dtype_in("images", images, ("uint8",))
-    batch, height, width, channels = _checks.shape_of(images)
-    if channels != 3 or min(batch, height, width) < 1:
-        raise ValueError(
-            f"images must have shape [B, H, W, 3] with B, H, W >= 1, "
-            f"got {_checks.shape_of(images)}"
-        )
-    return batch, height, width
+    """`images` is `uint8[B, H, W, 3]` with H, W >= 1 and B >= 0 (`_checks.check_images`);
+    returns (B, H, W)."""
+    return _checks.check_images("images", images, dtypes=("uint8",), min_side=1)
 
 
 MAX_SIDE = 4096
@@ -54,12 +47,13 @@ def check_side(images: Any, op: str) -> None:
 
 
 def check_fill(fill: Any) -> int:
-    """`fill` is a Python int grey level in [0, 255]."""
-    if isinstance(fill, bool) or not isinstance(fill, numbers.Integral):
-        raise TypeError(f"fill must be an int in [0, 255], got {type(fill).__name__}")
-    if not 0 <= fill <= 255:
-        raise ValueError(f"fill must be in [0, 255], got {fill}")
-    return int(fill)
+    """`fill` is an integer grey level in [0, 255]: a Python int, a NumPy integer or a 0-d
+    integer array (concrete: it is baked into the computation)."""
+    value = _checks.check_number("fill", fill, minimum=0, maximum=255)
+    dtype = _checks.dtype_of(fill) if not isinstance(fill, int) else np.dtype(np.int64)
+    if not np.issubdtype(dtype, np.integer):
+        raise TypeError(f"fill must be an integer grey level in [0, 255], got {dtype} {value:g}")
+    return int(value)
 
 
 def per_image(name: str, value: Any, batch: int, *, integer: bool) -> jax.Array:
@@ -84,9 +78,10 @@ def per_image(name: str, value: Any, batch: int, *, integer: bool) -> jax.Array:
 
 
 def check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
+    """A Python or NumPy bool (it selects what is computed)."""
+    if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
+    return bool(value)
 
 
 def _col(x: jax.Array) -> jax.Array:

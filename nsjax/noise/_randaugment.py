@@ -16,14 +16,20 @@ Two executors give bit-identical results (tested):
   blend toward a per-image degenerate image (grayscale for Color, smoothed for Sharpness,
   factor 1 otherwise). Stages that no op in `ops` needs are left out at trace time.
 
-`lax.platform_dependent` picks the executor when the computation is lowered.
+`randaugment(..., executor="auto")` lets `lax.platform_dependent` pick the executor when the
+computation is lowered (per image on CPU, batched elsewhere); "per_image" and "batched" force one.
+
+The level-to-argument rule lives in one place, `_level_rule`, evaluated in float64 NumPy as the
+reference's Python code evaluates it: at the Python magnitude for a fixed magnitude, and on a
+grid of multiples of 1/128 for sampled magnitudes (`magnitude_std > 0`), whose per-image values
+are rounded to that grid and looked up. A sampled magnitude `m` is therefore mapped exactly as
+`randaugment(..., magnitude=float(m))` maps it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -35,7 +41,8 @@ from jax import lax
 from nsjax import _checks
 from nsjax.noise import _image, _kernels, _pil_geometry, _tf_geometry
 
-__all__ = ["DEFAULT_OPS", "cutout", "randaugment", "randaugment_ops", "svhn_augment"]
+__all__ = ["DEFAULT_OPS", "EXECUTORS", "random_cutout", "randaugment", "randaugment_ops",
+           "relative_constants", "svhn_augment"]
 
 DEFAULT_OPS: tuple[str, ...] = (
     "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color", "Contrast",
@@ -44,7 +51,17 @@ DEFAULT_OPS: tuple[str, ...] = (
 )
 """The 16 ops of the official Noisy Student code (`cutout_op=True`), in its index order."""
 
+EXECUTORS: tuple[str, ...] = ("auto", "per_image", "batched")
+"""`randaugment`'s `executor` choices: "auto" runs "per_image" on CPU and "batched" elsewhere
+(chosen by `jax.lax.platform_dependent` when the computation is lowered); all are bit-identical."""
+
 _MAX_LEVEL = 10.0
+MAX_MAGNITUDE = 1000.0
+_MAX_CONSTANT = 1e6
+_GRID = 128  # sampled magnitudes are rounded to multiples of 1 / _GRID (exact in float32)
+_STD_REACH = 8.0  # the table of a sampled magnitude covers magnitude + 8 std
+_REFERENCE_SIDE = 224  # the resolution the reference constants (100 px, 40 px) were set for
+_REFERENCE_TRANSLATE, _REFERENCE_CUTOUT = 100, 40
 _GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
 _LUT_OPS = ("AutoContrast", "Equalize", "Invert", "Posterize", "Solarize", "SolarizeAdd",
             "Brightness", "Contrast")
@@ -86,13 +103,21 @@ class _Params(NamedTuple):
 # --------------------------------------------------------------------------- argument checks
 
 
-def _check_number(name: str, value: Any, *, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"{name} must be a finite number >= {minimum}, got {value}")
-    return value
+def _number(name: str, value: Any, *, maximum: float) -> float:
+    """A concrete number in [0, maximum] (NumPy scalars and 0-d arrays accepted)."""
+    return _checks.check_number(name, value, minimum=0.0, maximum=maximum)
+
+
+def _count(name: str, value: Any, *, minimum: int) -> int:
+    """A concrete int >= minimum (a Python int, NumPy integer or 0-d integer array): it sets
+    shapes or how much is computed, so a traced value cannot be used."""
+    if _checks.is_traced(value):
+        raise TypeError(f"{name} must be a concrete int (it sets what is computed), got a traced "
+                        f"value of dtype {value.dtype}")
+    if (hasattr(value, "shape") and hasattr(value, "dtype") and tuple(value.shape) == ()
+            and np.issubdtype(np.dtype(value.dtype), np.integer)):
+        value = int(value)
+    return _checks.check_positive_int(name, value, minimum=minimum)
 
 
 def _check_ops(ops: Any) -> tuple[str, ...]:
@@ -107,56 +132,111 @@ def _check_ops(ops: Any) -> tuple[str, ...]:
     return ops
 
 
+# --------------------------------------------------------------------------- the level rule
+
+
+def _level_rule(magnitude: Any, translate_const: float, cutout_const: float
+                ) -> dict[str, np.ndarray]:
+    """The reference's level-to-argument rule, the only place it is written.
+
+    `level = magnitude / 10`, never clipped; Rotate `30 L` degrees, ShearX/Y `0.3 L`,
+    TranslateX/Y `translate_const L` pixels, Cutout half-size `int(cutout_const L)`, Posterize
+    `int(4 L)` bits, Solarize threshold `int(256 L)`, SolarizeAdd `int(110 L)`, enhance factor
+    `1.8 L + 0.1` (signs are drawn apart). Evaluated in float64 NumPy, one IEEE operation at a
+    time as the reference's Python code does; float arguments are then rounded to float32
+    (where TF converts them to tensors), integer ones truncated as Python's `int`. `magnitude`
+    is a float64 scalar or array; every value keeps its shape.
+    """
+    level = np.asarray(magnitude, np.float64) / _MAX_LEVEL
+
+    def f32(v: np.ndarray) -> np.ndarray:
+        return np.asarray(v).astype(np.float32)
+
+    def trunc(v: np.ndarray) -> np.ndarray:
+        return np.trunc(v).astype(np.int32)
+
+    return dict(
+        degrees=f32(level * 30.0), shear=f32(level * 0.3),
+        translate=f32(level * translate_const), cutout=trunc(level * cutout_const),
+        bits=trunc(level * 4.0), threshold=trunc(level * 256.0), addition=trunc(level * 110.0),
+        factor=f32(level * 1.8 + 0.1),
+    )
+
+
+def _grid_top(magnitude: float, magnitude_std: float) -> int:
+    """The largest grid index a sampled magnitude can take: magnitude + 8 std, in 1/128."""
+    return math.ceil((magnitude + _STD_REACH * magnitude_std) * _GRID)
+
+
+@functools.cache
+def _level_table(top: int, translate_const: float, cutout_const: float
+                 ) -> dict[str, np.ndarray]:
+    """`_level_rule` at every grid magnitude `j / 128`, j = 0..top (read-only arrays)."""
+    table = _level_rule(np.arange(top + 1) / _GRID, translate_const, cutout_const)
+    for v in table.values():
+        v.setflags(write=False)
+    return table
+
+
+def _split12_host(x: float) -> tuple[np.float32, np.float32]:
+    """float32 `x = hi + lo` exactly, each with at most 12 significant bits (as `_image.split12`)."""
+    f = np.asarray(x, np.float32)
+    hi = (f.view(np.int32) & np.int32(~0xFFF)).view(np.float32)
+    return np.float32(hi), np.float32(f - hi)
+
+
+def _magnitude_indices(key: jax.Array, shape: tuple[int, ...], magnitude: float,
+                       magnitude_std: float) -> jax.Array:
+    """Grid indices `int32[*shape]` of magnitudes drawn from N(magnitude, std) in float32,
+    rounded to the nearest multiple of 1/128 (half to even) and clipped to [0, top].
+
+    `std * z` is formed from exact 12-bit partial products, so whether the compiler fuses a
+    multiply into the following add (FMA) cannot change the draw, and the product by 128 is
+    exact: the same key gives the same indices on every backend.
+    """
+    z = jax.random.normal(key, shape, jnp.float32)
+    z_hi, z_lo = _image.split12(z)
+    s_hi, s_lo = _split12_host(magnitude_std)
+    spread = (z_hi * s_hi + z_lo * s_hi) + (z_hi * s_lo + z_lo * s_lo)
+    m = np.float32(magnitude) + spread
+    top = _grid_top(magnitude, magnitude_std)
+    return jnp.clip(jnp.round(m * np.float32(_GRID)), 0, top).astype(jnp.int32)
+
+
 # --------------------------------------------------------------------------- sampling
 
 
 def randaugment_ops(key: jax.Array, batch: int, num_layers: int, num_ops: int) -> jax.Array:
-    """The op draw of `randaugment`: `int32[num_layers, batch]`, uniform over `[0, num_ops)`,
-    independently per image and layer.
+    """The op draw of `randaugment`: which op each image applies in each layer.
 
-    `randaugment(key, ...)` uses `randaugment_ops(jax.random.split(key, 4)[0], ...)`, so this
-    shows which ops a call applies (index `i` names `ops[i]`).
+    Uniform over `[0, num_ops)`, independently per image and layer. `randaugment(key, ...)`
+    uses `randaugment_ops(jax.random.split(key, 4)[0], ...)`, so this shows which ops a call
+    applies (index `i` names `ops[i]`).
+
+    **Arguments:**
+
+    - `key`: a `jax.random` key.
+    - `batch`: B >= 0; `num_layers`: >= 0; `num_ops`: >= 1 (concrete ints).
+
+    **Returns:** int32 `[num_layers, batch]`.
     """
-    batch = _checks.check_positive_int("batch", batch)
-    num_layers = _checks.check_positive_int("num_layers", num_layers, minimum=0)
-    num_ops = _checks.check_positive_int("num_ops", num_ops)
+    _checks.check_key("key", key)
+    batch = _count("batch", batch, minimum=0)
+    num_layers = _count("num_layers", num_layers, minimum=0)
+    num_ops = _count("num_ops", num_ops, minimum=1)
     return jax.random.randint(key, (num_layers, batch), 0, num_ops, dtype=jnp.int32)
 
 
-def _level_args(magnitude: float | jax.Array, cfg: _Config) -> dict[str, Any]:
-    """The reference's level-to-argument rules (`level = magnitude / 10`, never clipped).
+def _layer_params(op: jax.Array, sign: jax.Array, args: dict[str, jax.Array],
+                  centers: jax.Array, cfg: _Config, kernels: tuple[str, ...],
+                  rotations: np.ndarray | None) -> _Params:
+    """Per-image arguments of one layer from its draws (`op`, `sign` `[B]`, `centers`
+    `[B, 2]`) and the level arguments `args` (`[B]` each, from `_level_rule`).
 
-    A Python magnitude is mapped in float64 as the reference's Python code does, then rounded
-    to float32 where TF converts to a tensor; a traced per-image magnitude is mapped in float32.
+    `rotations`: PIL coefficients `int32[2, 2, 3]` of the angles (+d, -d) when the magnitude is
+    fixed (computed on the host with Pillow's float64 formula), else None (computed here).
     """
-    if isinstance(magnitude, float):
-        level = magnitude / _MAX_LEVEL
-        return dict(
-            degrees=np.float32(level * 30.0), shear=np.float32(level * 0.3),
-            translate=np.float32(level * float(cfg.translate_const)),
-            cutout=int(level * cfg.cutout_const), bits=int(level * 4),
-            threshold=int(level * 256), addition=int(level * 110),
-            factor=np.float32(level * 1.8 + 0.1),
-        )
-    level = magnitude / np.float32(_MAX_LEVEL)
-
-    def to_int(x: jax.Array) -> jax.Array:
-        return jnp.trunc(x).astype(jnp.int32)
-
-    return dict(
-        degrees=level * 30.0, shear=level * 0.3, translate=level * np.float32(cfg.translate_const),
-        cutout=to_int(level * np.float32(cfg.cutout_const)), bits=to_int(level * 4.0),
-        threshold=to_int(level * 256.0), addition=to_int(level * 110.0),
-        factor=level * 1.8 + 0.1,
-    )
-
-
-def _layer_params(op: jax.Array, sign: jax.Array, magnitude: float | jax.Array,
-                  centers: jax.Array, cfg: _Config, kernels: tuple[str, ...]) -> _Params:
-    """Per-image arguments of one layer from its draws (all `[B]`; centers `[B, 2]`)."""
     batch = op.shape[0]
-    levels = _level_args(magnitude, cfg)
-    args = {k: jnp.broadcast_to(jnp.asarray(v), (batch,)) for k, v in levels.items()}
     present = set(cfg.ops)
 
     def is_op(*names: str) -> jax.Array:
@@ -167,10 +247,8 @@ def _layer_params(op: jax.Array, sign: jax.Array, magnitude: float | jax.Array,
     matrix = geometry.identity(batch)
 
     def rotation() -> jax.Array:
-        if isinstance(magnitude, float) and not cfg.tf_compat:  # two angles, known now
-            d = levels["degrees"]
-            both = jnp.asarray(_pil_geometry.rotation_on_host(np.asarray([d, -d]), cfg.height,
-                                                              cfg.width))
+        if rotations is not None:
+            both = jnp.asarray(rotations)
             return jnp.where(sign[:, None, None] > 0, both[0], both[1])
         return geometry.rotation(sign * args["degrees"], cfg.height, cfg.width)
 
@@ -191,7 +269,7 @@ def _layer_params(op: jax.Array, sign: jax.Array, magnitude: float | jax.Array,
     kernel_of_op = jnp.asarray([kernels.index(_KERNEL_OF_OP[n]) for n in cfg.ops], jnp.int32)
     return _Params(
         kernel=kernel_of_op[op], op=op, matrix=matrix, box=box,
-        factor=jnp.where(is_op(*_ENHANCE), args["factor"].astype(jnp.float32), 1.0),
+        factor=jnp.where(is_op(*_ENHANCE), args["factor"], np.float32(1.0)),
         shift=_kernels.posterize_shift(args["bits"], cfg.tf_compat),
         threshold=_kernels.solarize_threshold(args["threshold"], cfg.tf_compat),
         addition=args["addition"],
@@ -240,14 +318,15 @@ def _run_per_image(images: jax.Array, params: _Params, cfg: _Config,
     return lax.fori_loop(0, images.shape[0], body, images)
 
 
-def _equalize_capacity(batch: int, cfg: _Config) -> int:
+def _equalize_capacity(batch: int, ops: tuple[str, ...]) -> int:
     """How many images a layer's Equalize histograms are computed for before falling back to
     the whole batch: twice the expected count plus 8, about six standard deviations up."""
-    share = cfg.ops.count("Equalize") / len(cfg.ops)
+    share = ops.count("Equalize") / len(ops)
     return min(batch, math.ceil(2 * batch * share) + 8)
 
 
-def _equalize_luts_of_some(x: jax.Array, selected: jax.Array, cfg: _Config) -> jax.Array:
+def _equalize_luts_of_some(x: jax.Array, selected: jax.Array, ops: tuple[str, ...]
+                           ) -> jax.Array:
     """Equalize tables `uint8[B, 3, 256]`, exact for the `selected` images (others: any).
 
     The histogram (a scatter-add over every pixel) is the costliest part of a layer on GPU, and
@@ -255,7 +334,7 @@ def _equalize_luts_of_some(x: jax.Array, selected: jax.Array, cfg: _Config) -> j
     first; the rare layer with more runs the whole batch.
     """
     batch = x.shape[0]
-    capacity = _equalize_capacity(batch, cfg)
+    capacity = _equalize_capacity(batch, ops)
     if capacity >= batch:
         return _image.equalize_luts(_image.channel_histograms(x))
     order = jnp.argsort(~selected, stable=True)[:capacity]  # selected images first
@@ -290,7 +369,7 @@ def _layer_luts(x: jax.Array, p: _Params, cfg: _Config, is_op: Callable[[str], j
             return _image.autocontrast_values(vf, lo.astype(jnp.float32)[..., None],
                                               hi.astype(jnp.float32)[..., None])
         if name == "Equalize":
-            return _equalize_luts_of_some(x, is_op("Equalize"), cfg)
+            return _equalize_luts_of_some(x, is_op("Equalize"), cfg.ops)
         if name == "Invert":
             return _image.invert_values(v)
         if name == "Posterize":
@@ -373,8 +452,15 @@ class _Draws(NamedTuple):
 
     op: jax.Array  # int32 index into ops
     sign: jax.Array  # float32 +-1 for Rotate / Shear / Translate
-    magnitude: Any  # the Python magnitude per layer, or float32 [L, B] when sampled
+    level_index: jax.Array | None  # int32 grid index j (magnitude j / 128) when sampled
     centers: jax.Array  # int32 [L, B, 2] Cutout centres (row, column)
+
+    @property
+    def magnitude(self) -> jax.Array | None:
+        """float32 `[L, B]`: the sampled magnitudes (multiples of 1/128, exact), or None."""
+        if self.level_index is None:
+            return None
+        return self.level_index.astype(jnp.float32) / np.float32(_GRID)
 
 
 def _sample_draws(key: jax.Array, batch: int, num_layers: int, num_ops: int, magnitude: float,
@@ -382,29 +468,46 @@ def _sample_draws(key: jax.Array, batch: int, num_layers: int, num_ops: int, mag
     k_ops, k_sign, k_mag, k_center = jax.random.split(key, 4)
     op = randaugment_ops(k_ops, batch, num_layers, num_ops)
     sign = jnp.where(jax.random.bernoulli(k_sign, 0.5, (num_layers, batch)), 1.0, -1.0)
+    index = None
     if magnitude_std > 0:
-        noise = jax.random.normal(k_mag, (num_layers, batch), jnp.float32)
-        mags: Any = jnp.maximum(np.float32(magnitude) + np.float32(magnitude_std) * noise, 0.0)
-    else:
-        mags = [magnitude] * num_layers
+        index = _magnitude_indices(k_mag, (num_layers, batch), magnitude, magnitude_std)
     centers = _uniform_pixels(k_center, (num_layers, batch), height, width)
-    return _Draws(op, sign.astype(jnp.float32), mags, centers)
+    return _Draws(op, sign.astype(jnp.float32), index, centers)
+
+
+def _policy_params(draws: _Draws, magnitude: float, magnitude_std: float, cfg: _Config,
+                   kernels: tuple[str, ...]) -> _Params:
+    """`_Params` of every layer, `[L, B, ...]`: the level arguments come from `_level_rule` at
+    the fixed magnitude, or from its table at each image's sampled grid magnitude."""
+    num_layers, batch = draws.op.shape
+    if draws.level_index is None:
+        levels = _level_rule(magnitude, cfg.translate_const, cfg.cutout_const)
+        rotations = None
+        if not cfg.tf_compat:  # two angles, known now: Pillow's own float64 coefficients
+            d = levels["degrees"]
+            rotations = _pil_geometry.rotation_on_host(np.stack([d, -d]), cfg.height, cfg.width)
+        per_layer = [{k: jnp.broadcast_to(jnp.asarray(v), (batch,)) for k, v in levels.items()}
+                     ] * num_layers
+    else:
+        table = _level_table(_grid_top(magnitude, magnitude_std), cfg.translate_const,
+                             cfg.cutout_const)
+        looked_up = {k: jnp.asarray(v)[draws.level_index] for k, v in table.items()}
+        per_layer = [{k: v[i] for k, v in looked_up.items()} for i in range(num_layers)]
+        rotations = None
+    layers = [_layer_params(draws.op[i], draws.sign[i], per_layer[i], draws.centers[i], cfg,
+                            kernels, rotations) for i in range(num_layers)]
+    return jax.tree.map(lambda *a: jnp.stack(a), *layers)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
 def _randaugment(key: jax.Array, images: jax.Array, num_layers: int, magnitude: float,
                  magnitude_std: float, cfg: _Config, executor: str) -> jax.Array:
-    if num_layers == 0:
+    if num_layers == 0 or images.shape[0] == 0:
         return images
     draws = _sample_draws(key, images.shape[0], num_layers, len(cfg.ops), magnitude,
                           magnitude_std, cfg.height, cfg.width)
     kernels = tuple(dict.fromkeys(_KERNEL_OF_OP[n] for n in cfg.ops))
-    per_layer = [
-        _layer_params(draws.op[i], draws.sign[i], draws.magnitude[i], draws.centers[i], cfg,
-                      kernels)
-        for i in range(num_layers)
-    ]
-    params = jax.tree.map(lambda *a: jnp.stack(a), *per_layer)
+    params = _policy_params(draws, magnitude, magnitude_std, cfg, kernels)
 
     def per_image(x: jax.Array, p: _Params) -> jax.Array:
         return _run_per_image(x, p, cfg, kernels)
@@ -419,6 +522,30 @@ def _randaugment(key: jax.Array, images: jax.Array, num_layers: int, magnitude: 
     return lax.platform_dependent(images, params, cpu=per_image, default=batched)
 
 
+def relative_constants(height: int, width: int) -> dict[str, float]:
+    """RandAugment's translate and cutout constants as fractions of the image side.
+
+    The reference's constants (translate 100 px, cutout 40 px at level 1) were set for 224-px
+    ImageNet crops; on small images they empty the frame (at M = 10 a 32-px image translated
+    by 100 px, or under an 80-px cutout, is all fill). This scales them with the shorter side
+    so that an op moves or covers the same share of any image as the reference's does of a
+    224-px one: `translate_const = 100 * side / 224`, `cutout_const = 40 * side / 224`
+    (exactly 100 and 40 at 224 px, 14.29 and 5.71 at 32 px). Splat the result into
+    `randaugment`: `randaugment(key, x, **relative_constants(32, 32))`.
+
+    **Arguments:**
+
+    - `height`, `width`: the image size in pixels, ints >= 1.
+
+    **Returns:** `dict(translate_const=float, cutout_const=float)`.
+    """
+    height = _count("height", height, minimum=1)
+    width = _count("width", width, minimum=1)
+    side = min(height, width)
+    return {"translate_const": _REFERENCE_TRANSLATE * side / _REFERENCE_SIDE,
+            "cutout_const": _REFERENCE_CUTOUT * side / _REFERENCE_SIDE}
+
+
 def randaugment(
     key: jax.Array,
     images: jax.Array,
@@ -431,27 +558,44 @@ def randaugment(
     cutout_const: float = 40,
     magnitude_std: float = 0.0,
     tf_compat: bool = False,
+    executor: str = "auto",
 ) -> jax.Array:
     """Noisy Student's RandAugment on a batch; every image draws its own ops.
 
     In each of `num_layers` layers every image draws one op uniformly from `ops` (with
     replacement, always applied), its own sign for Rotate/Shear/Translate (p = 0.5) and its
-    own Cutout centre (uniform over the pixels). The level is `magnitude / 10`, never clipped,
-    mapped as the reference: Rotate ±30·L degrees; ShearX/Y ±0.3·L; TranslateX/Y
+    own Cutout centre (uniform over the pixels). The level `L = magnitude / 10`, never clipped,
+    is mapped as the reference maps it: Rotate ±30·L degrees; ShearX/Y ±0.3·L; TranslateX/Y
     ±translate_const·L pixels; Cutout half-size int(cutout_const·L); Posterize int(4·L) bits;
     Solarize threshold int(256·L); SolarizeAdd +int(110·L) below 128; Color, Contrast,
-    Brightness, Sharpness factor 1.8·L + 0.1. Geometric ops and Cutout fill with `fill`.
+    Brightness, Sharpness factor 1.8·L + 0.1. The rule is evaluated in float64 as the
+    reference's Python code does, float arguments then rounded to float32. Geometric ops and
+    Cutout fill with `fill`.
+
+    The default constants are the reference's, set for 224-px ImageNet crops. On small images
+    they empty the frame: at M = 10 on 32-px images a third of the images come out almost
+    entirely `fill` (TranslateX/Y by 100 px, an 80-px Cutout). For such images use constants
+    relative to the image size, `**relative_constants(H, W)` (equal to the reference at 224 px).
 
     **Arguments:**
+
     - `key`: a `jax.random` key; the same key gives the same output.
-    - `images`: `uint8[B, H, W, 3]`, a batch (sharded or not); no `vmap` needed.
-    - `num_layers`: ops per image (N), >= 0. `magnitude`: M >= 0 (27 as Noisy Student's
-      default; the reference suggests 6-27 for B2-B7 students).
+    - `images`: `uint8[B, H, W, 3]`, B >= 0 (B = 0 gives an empty batch), a batch (sharded or
+      not); no `vmap` needed. At most 4096 px a side when `ops` holds a geometric op or
+      Contrast.
+    - `num_layers`: ops per image (N), an int >= 0.
+    - `magnitude`: M in [0, 1000] (27 as Noisy Student's default; the reference suggests 6-27
+      for B2-B7 students).
     - `ops`: op names from `DEFAULT_OPS` (the official 16 in their order, the default).
-    - `translate_const`, `cutout_const`: pixels at level 1 (ImageNet 100 and 40; the 32-px
-      pipeline uses H // 8, see `svhn_augment`).
-    - `magnitude_std`: > 0 draws the magnitude per image and layer from N(magnitude, std) as
-      timm's `mstd` does, clipped at 0 only (timm also clips at its `mmax`, 10 by default).
+    - `fill`: the grey level, an int in [0, 255], of pixels moved in from outside and of Cutout.
+    - `translate_const`, `cutout_const`: pixels at level 1, numbers in [0, 10^6] (ImageNet
+      100 and 40; `relative_constants` for other sizes; the 32-px pipeline uses H // 8, see
+      `svhn_augment`).
+    - `magnitude_std`: >= 0; > 0 draws the magnitude per image and layer from
+      N(magnitude, std) as timm's `mstd` does, in float32, rounded to a multiple of 1/128 and
+      clipped at 0 (timm also clips at its `mmax`, 10 by default). The rule then maps each
+      drawn magnitude `m` exactly as `magnitude=float(m)` would. `magnitude + 8 std` must not
+      exceed 1000 (every float32 normal draw lies within 5.5 standard deviations).
     - `tf_compat`: compute every op as the official TF code did under TF1 with numpy < 2.
       Its corner cases: the Posterize shift and Solarize threshold wrap mod 256 as uint8 (at
       M = 27 Posterize keeps one bit and Solarize inverts values >= 179; at M = 10 Solarize
@@ -462,37 +606,63 @@ def randaugment(
       defined with and the TF code ports), bit for bit, with the corner cases corrected:
       Posterize with >= 8 bits and Solarize with threshold >= 256 are the identity, Contrast
       uses the mean grey level. docs/randaugment.md sets the two side by side.
+    - `executor`: one of `EXECUTORS`. "per_image" loops over the images, each running only
+      its own op per layer (fast on CPU); "batched" runs each layer as one warp, one per-image
+      lookup table and one blend over the whole batch (fast on GPU/TPU); "auto" (default)
+      picks "per_image" on CPU and "batched" elsewhere via `jax.lax.platform_dependent`. All
+      three give the same bits.
 
     **Returns:** `uint8[B, H, W, 3]`.
 
-    On CPU each image runs only its own ops (a loop over the batch); elsewhere each layer is one
-    warp, one per-image lookup table and one blend over the whole batch. Both give the same
-    bits. Measured for 256 images of 224x224 at N = 2, M = 27: about 5,000 img/s on 2 CPU
-    cores (4,400 with `tf_compat`) and, with the TF numerics, 105,000 img/s on one H200.
+    Measured for 256 images of 224x224 at N = 2, M = 27: about 5,000 img/s on 2 CPU cores
+    (4,400 with `tf_compat`) and, with the TF numerics, 105,000 img/s on one H200.
     """
-    batch, height, width = _kernels.check_images(images)
-    num_layers = _checks.check_positive_int("num_layers", num_layers, minimum=0)
+    _checks.check_key("key", key)
+    _, height, width = _kernels.check_images(images)
+    num_layers = _count("num_layers", num_layers, minimum=0)
+    magnitude = _number("magnitude", magnitude, maximum=MAX_MAGNITUDE)
     ops = _check_ops(ops)
     if set(ops).intersection((*_GEOMETRIC, "Contrast")):
         _kernels.check_side(images, "RandAugment's geometric ops and Contrast")
     cfg = _Config(
         ops=ops, height=height, width=width, fill=_kernels.check_fill(fill),
-        translate_const=_check_number("translate_const", translate_const),
-        cutout_const=_check_number("cutout_const", cutout_const),
+        translate_const=_number("translate_const", translate_const, maximum=_MAX_CONSTANT),
+        cutout_const=_number("cutout_const", cutout_const, maximum=_MAX_CONSTANT),
         tf_compat=_kernels.check_flag("tf_compat", tf_compat),
     )
-    return _randaugment(key, jnp.asarray(images), num_layers,
-                        _check_number("magnitude", magnitude),
-                        _check_number("magnitude_std", magnitude_std), cfg, "auto")
+    magnitude_std = _number("magnitude_std", magnitude_std, maximum=MAX_MAGNITUDE)
+    if magnitude + _STD_REACH * magnitude_std > MAX_MAGNITUDE:
+        raise ValueError(f"magnitude + 8 * magnitude_std must be at most {MAX_MAGNITUDE:g}, got "
+                         f"{magnitude:g} + 8 * {magnitude_std:g}")
+    executor = _checks.check_choice("executor", executor, EXECUTORS)
+    return _randaugment(key, jnp.asarray(images), num_layers, magnitude, magnitude_std, cfg,
+                        executor)
 
 
-def cutout(key: jax.Array, images: jax.Array, size: int, *, fill: int = 128) -> jax.Array:
-    """Fill a square of side `size` (half-size `size // 2`, clipped at the borders) at a
-    uniformly random centre pixel of every image with `fill`, as the reference's
-    `cutout(image, pad_size=size // 2, replace=fill)`. `uint8[B, H, W, 3] -> uint8[B, H, W, 3]`."""
+def random_cutout(key: jax.Array, images: jax.Array, size: int, *, fill: int = 128
+                  ) -> jax.Array:
+    """Cutout at a random centre: a square per image filled with `fill`.
+
+    The reference's `cutout(image, pad_size=size // 2, replace=fill)`: the centre is a pixel
+    drawn uniformly per image, the square covers rows `[cy - size // 2, cy + size // 2)` and
+    the same columns around `cx`, clipped at the borders (side at most `size`, rounded down to
+    even). `nsjax.noise.ops.cutout` is the same with given centres.
+
+    **Arguments:**
+
+    - `key`: a `jax.random` key.
+    - `images`: `uint8[B, H, W, 3]`, B >= 0.
+    - `size`: the side of the square, an int >= 0 (0 changes nothing).
+    - `fill`: an int grey level in [0, 255].
+
+    **Returns:** `uint8[B, H, W, 3]`.
+    """
+    _checks.check_key("key", key)
     batch, height, width = _kernels.check_images(images)
-    size = _checks.check_positive_int("size", size, minimum=0)
+    size = _count("size", size, minimum=0)
     fill = _kernels.check_fill(fill)
+    if batch == 0:
+        return jnp.asarray(images)
     centers = _uniform_pixels(key, (batch,), height, width)
     boxes = _image.cutout_boxes(centers, jnp.full((batch,), size // 2, jnp.int32), height, width)
     return _image.fill_boxes(jnp.asarray(images), boxes, fill)
@@ -503,15 +673,26 @@ def svhn_augment(key: jax.Array, images: jax.Array, *, magnitude: float = 5.0,
     """The official 32-px (CIFAR-10 / SVHN) training augmentation after decoding.
 
     RandAugment (N = 2, the given M, translate and cutout constants H // 8, `tf_compat` as in
-    `randaugment`), then an extra cutout of half-size H // 4 (16x16 at 32 px) filled with 128,
-    then reflect-pad 4 pixels and a random H x W crop per image; no flip.
-    `uint8[B, H, W, 3] -> uint8[B, H, W, 3]`.
+    `randaugment`), then an extra cutout of half-size H // 4 (16x16 at 32 px) filled with 128
+    (`random_cutout(..., 2 * (H // 4))`), then reflect-pad 4 pixels and a random H x W crop per
+    image; no flip. `jax.random.split(key, 3)` gives the keys of the three stages.
+
+    **Arguments:**
+
+    - `key`: a `jax.random` key.
+    - `images`: `uint8[B, H, W, 3]`, B >= 0, H and W >= 5 (the reflect padding needs 5).
+    - `magnitude`: M in [0, 1000]; `tf_compat`: as in `randaugment`.
+
+    **Returns:** `uint8[B, H, W, 3]`.
     """
-    batch, height, width = _kernels.check_images(images)
+    _checks.check_key("key", key)
+    batch, height, width = _checks.check_images("images", images, dtypes=("uint8",), min_side=5)
     k_ra, k_cut, k_crop = jax.random.split(key, 3)
     x = randaugment(k_ra, images, num_layers=2, magnitude=magnitude,
                     translate_const=height // 8, cutout_const=height // 8, tf_compat=tf_compat)
-    x = cutout(k_cut, x, 2 * (height // 4), fill=128)
+    x = random_cutout(k_cut, x, 2 * (height // 4), fill=128)
+    if batch == 0:
+        return x
     pad = 4
     padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
     offsets = jax.random.randint(k_crop, (batch, 2), 0, 2 * pad + 1)
