@@ -562,3 +562,38 @@ def test_jax_array_inputs_and_scalar_broadcast():
     np.testing.assert_array_equal(ops.solarize(x, jnp.int32(128)), ops.solarize(IMAGES, 128))
     np.testing.assert_array_equal(ops.brightness(x, jnp.full((6,), 1.5)), ops.brightness(x, 1.5))
     assert jax.jit(ops.equalize)(x).dtype == jnp.uint8
+
+
+def _every_op(x, p, *, fill=128):
+    """Each public op once, with per-image parameter `p` (a scalar or `[B]`)."""
+    return [
+        ops.auto_contrast(x), ops.auto_contrast(x, tf_compat=True), ops.equalize(x),
+        ops.invert(x), ops.posterize(x, 3), ops.solarize(x, 100), ops.solarize_add(x, 40),
+        ops.color(x, p), ops.contrast(x, p), ops.brightness(x, p), ops.sharpness(x, p),
+        ops.rotate(x, p * 40, fill=fill), ops.rotate(x, p * 40, fill=fill, tf_compat=True),
+        ops.shear_x(x, p, fill=fill), ops.shear_y(x, p, fill=fill),
+        ops.translate_x(x, p * 3, fill=fill), ops.translate_y(x, p * 3, fill=fill),
+        ops.cutout(x, (1, 2), 2, fill=fill),
+    ]
+
+
+def test_every_op_accepts_an_empty_batch():
+    x = np.zeros((0, 5, 6, 3), np.uint8)
+    for p in (1.5, np.zeros((0,), F32)):
+        for r in _every_op(x, p):
+            chex.assert_shape(r, (0, 5, 6, 3))
+            chex.assert_type(r, jnp.uint8)
+    chex.assert_shape(ops.cutout(x, np.zeros((0, 2), np.int32), np.zeros((0,), np.int32)),
+                      (0, 5, 6, 3))
+
+
+def test_numbers_may_be_numpy_scalars_or_0d_arrays():
+    x = IMAGES
+    want = _every_op(x, 0.75)
+    for p, fill in ((F32(0.75), np.uint8(128)), (np.array(0.75), np.array(128)),
+                    (jnp.float32(0.75), np.int64(128))):
+        chex.assert_trees_all_equal(_every_op(x, p, fill=fill), want)
+    with pytest.raises(TypeError, match=r"fill must be an integer grey level in \[0, 255\]"):
+        ops.rotate(x, 10.0, fill=127.5)
+    with pytest.raises(TypeError, match="fill must be a concrete number"):
+        jax.jit(lambda f: ops.rotate(x, 10.0, fill=f))(7)

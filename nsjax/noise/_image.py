@@ -60,8 +60,10 @@ def materialize(fn, *args):
     """
 
     def on_cpu(*a):
-        first = jax.tree.leaves(a)[0].reshape(-1)[0].astype(jnp.float32)
-        return lax.cond(first > 0.5, fn, fn, *a)
+        leaf = jax.tree.leaves(a)[0]
+        if leaf.size == 0:  # an empty batch: nothing to keep apart
+            return fn(*a)
+        return lax.cond(leaf.reshape(-1)[0].astype(jnp.float32) > 0.5, fn, fn, *a)
 
     return lax.platform_dependent(*args, cpu=on_cpu, default=fn)
 
