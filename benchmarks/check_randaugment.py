@@ -1,11 +1,13 @@
 """Bit-exactness of RandAugment on the accelerator: the policy and every op on the default
 device against the CPU (per-image executor), in one process. Run by benchmarks/gpu.sh before
-the timings; exits 1 on any differing pixel.
+the timings and by `pytest -m accelerator` (tests/test_randaugment_accelerator.py); exits 1
+on any differing pixel, 2 when `--require-accelerator` finds no GPU or TPU.
 
-    python -m benchmarks.check_randaugment [--out results.json]
+    python -m benchmarks.check_randaugment [--out results.json] [--require-accelerator]
 
 On a machine without an accelerator the default device is the CPU, so the batched executor
-(the one GPUs and TPUs run) is checked against the per-image one instead.
+(the one GPUs and TPUs run) is checked against the per-image one instead. Executors are chosen
+with `randaugment(..., executor=...)`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import jax
 import numpy as np
 
 from nsjax import noise
-from nsjax.noise import _randaugment, ops
+from nsjax.noise import ops
 
 SIDE = 64
 
@@ -29,14 +31,8 @@ def _images(seed: int, batch: int) -> np.ndarray:
 
 
 def _policy(images, key, executor: str, **kwargs) -> np.ndarray:
-    """`randaugment` with an explicit executor ("auto" picks by platform)."""
-    height, width = images.shape[1:3]
-    cfg = _randaugment._Config(
-        ops=tuple(kwargs.pop("ops", noise.DEFAULT_OPS)), height=height, width=width, fill=128,
-        translate_const=100.0, cutout_const=40.0, tf_compat=kwargs.pop("tf_compat", False))
-    return np.asarray(_randaugment._randaugment(
-        key, images, 2, float(kwargs.pop("magnitude", 27.0)),
-        float(kwargs.pop("magnitude_std", 0.0)), cfg, executor))
+    """`randaugment`, N = 2, with an explicit executor ("auto" picks by platform)."""
+    return np.asarray(noise.randaugment(key, images, num_layers=2, executor=executor, **kwargs))
 
 
 def _op_cases(batch: int) -> dict[str, functools.partial]:
@@ -62,11 +58,17 @@ def _op_cases(batch: int) -> dict[str, functools.partial]:
     return cases
 
 
+def accelerator() -> jax.Device | None:
+    """The default device when it is a GPU or TPU, else None."""
+    device = jax.devices()[0]
+    return device if device.platform in ("gpu", "tpu") else None
+
+
 def check(batch: int = 64) -> list[dict]:
     """One row per case: how many pixels differ between the default device and the CPU."""
     cpu = jax.devices("cpu")[0]
     device = jax.devices()[0]
-    subject = "auto" if device.platform != "cpu" else "batched"
+    subject = "auto" if accelerator() is not None else "batched"
     rows = []
 
     def record(name: str, got: np.ndarray, want: np.ndarray) -> None:
@@ -99,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", help="write the rows as JSON here")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--require-accelerator", action="store_true",
+                        help="exit 2 unless the default device is a GPU or TPU")
     args = parser.parse_args(argv)
+    if args.require_accelerator and accelerator() is None:
+        print(f"NO ACCELERATOR: the default device is {jax.devices()[0]}", file=sys.stderr)
+        return 2
     rows = check(args.batch)
     for r in rows:
         print(f"{r['case']:38s} {r['device']:5s} {r['differ']:7d} of {r['pixels']} pixels differ")
@@ -107,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
     bad = [r["case"] for r in rows if r["differ"]]
-    print("all equal" if not bad else f"DIFFER: {', '.join(bad)}")
-    return 1 if bad else 0
+    if bad:
+        print(f"DIFFER from the CPU: {', '.join(bad)}", file=sys.stderr)
+        return 1
+    print(f"all {len(rows)} cases equal")
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,8 +10,18 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 out="${OUT:-benchmarks/results}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-# Correctness first: RandAugment on the accelerator must equal the CPU bit for bit.
-python3 -m benchmarks.check_randaugment --out "$out/randaugment_check.json" 2>&1 \
-  | tee "$out/randaugment_check.log" || echo "RANDAUGMENT CHECK FAILED (see above)"
+# Correctness first: RandAugment on the accelerator must equal the CPU bit for bit. A difference
+# (exit 1) or no GPU/TPU (exit 2) is reported now; the timings still run (device time is scarce)
+# and the script then exits with the check's status, so a failure is never swallowed.
+check=0
+python3 -m benchmarks.check_randaugment --require-accelerator --out "$out/randaugment_check.json" \
+  2>&1 | tee "$out/randaugment_check.log" || check=$?
+if [ "$check" -ne 0 ]; then
+  echo "RANDAUGMENT CHECK FAILED (exit $check, see $out/randaugment_check.log); timing anyway" >&2
+fi
 WHICH="${PEER_SECTIONS:-train,compile,gpu_aug}" python3 benchmarks/peers/peers.py | tee "$out/peers.jsonl"
 PEERS_JSON="$out/peers.jsonl" python3 -m benchmarks --out "$out/gpu.json" "$@" 2>&1 | tee "$out/gpu.log"
+if [ "$check" -ne 0 ]; then
+  echo "RANDAUGMENT CHECK FAILED (exit $check: 1 = pixels differ from the CPU, 2 = no GPU or TPU)" >&2
+fi
+exit "$check"
