@@ -4,9 +4,10 @@ pixels of each pair differ (none, since nsjax computes the ops as PIL does).
 
 The image is Grace Hopper's portrait (US Navy, public domain) that matplotlib ships as sample
 data. Needs matplotlib and pillow:  python docs/make_randaugment_grid.py
-Arguments follow the reference's level rule (level L = M / 10, positive signs): Rotate 30L deg,
-Shear 0.3L, Translate 100L px, Cutout half-size int(40L), Posterize int(4L) bits, Solarize
-int(256L), SolarizeAdd int(110L), enhance factor 1.8L + 0.1.
+Arguments are the ones the policy derives (`_level_rule`, the reference's level rule with the
+ImageNet constants 100 and 40, positive signs): with L = M / 10, Rotate 30L deg, Shear 0.3L,
+Translate 100L px, Cutout half-size int(40L), Posterize int(4L) bits, Solarize int(256L),
+SolarizeAdd int(110L), enhance factor 1.8L + 0.1, float ones as float32.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from matplotlib import cbook
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from nsjax.noise import DEFAULT_OPS, ops
+from nsjax.noise._randaugment import _level_rule
 
 SIDE, THUMB, MAGNITUDES = 224, 96, (5, 10, 27)
 OUT = os.path.join(os.path.dirname(__file__), "images", "randaugment_grid.png")
@@ -34,12 +36,10 @@ def natural_image() -> np.ndarray:
 
 
 def args(m: float) -> dict[str, float]:
-    """Float arguments rounded to float32 as the policy passes them, so PIL gets the same."""
-    level = m / 10
-    f32 = lambda v: float(np.float32(v))  # noqa: E731
-    return dict(degrees=f32(30 * level), shear=f32(0.3 * level), translate=f32(100 * level),
-                half=int(40 * level), bits=int(4 * level), threshold=int(256 * level),
-                addition=int(110 * level), factor=f32(1.8 * level + 0.1))  # fmt: skip
+    """The policy's arguments at magnitude `m` (Python numbers, so PIL gets the same)."""
+    rule = _level_rule(float(m), 100.0, 40.0)
+    a = {k: v.item() for k, v in rule.items()}
+    return a | {"half": a.pop("cutout")}
 
 
 def nsjax_op(name: str, x: np.ndarray, a: dict) -> np.ndarray:
