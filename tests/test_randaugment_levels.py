@@ -74,7 +74,8 @@ def test_sampled_magnitude_maps_as_the_same_fixed_magnitude(tf_compat):
     magnitude, std = 12.0, 9.0
     draws = ra._sample_draws(jax.random.key(11), 24, 2, 16, magnitude, std, 32, 40)
     kernels = tuple(dict.fromkeys(ra._KERNEL_OF_OP[n] for n in cfg.ops))
-    sampled = jax.tree.map(np.asarray, ra._policy_params(draws, magnitude, std, cfg, kernels))
+    policy_params = jax.jit(ra._policy_params, static_argnums=(1, 2, 3, 4))
+    sampled = jax.tree.map(np.asarray, policy_params(draws, magnitude, std, cfg, kernels))
     mags = np.asarray(draws.magnitude)
     assert len(np.unique(mags)) > 40 and mags.max() > 25  # M > 25: Posterize/Solarize wrap
     for layer in range(2):
@@ -115,9 +116,9 @@ def _documented_op(name, x, magnitude, sign, center, *, tf_compat, translate_con
 @pytest.mark.parametrize("executor,tf_compat", [("per_image", False), ("batched", True)])
 def test_sampled_policy_applies_the_documented_arguments_per_image(executor, tf_compat):
     # Each image's output is its public op with the documented arguments of its own sampled
-    # magnitude: every family is drawn by several images over magnitudes from 0 to about 30.
+    # magnitude: every family is drawn, magnitudes from 0 (clipped) to 27.4.
     x = make_images(12, 64)
-    key, magnitude, std = jax.random.key(5), 9.0, 6.0
+    key, magnitude, std = jax.random.key(5), 12.0, 9.0
     consts = dict(translate_const=6.0, cutout_const=4.5, fill=5)
     got = np.asarray(noise.randaugment(key, x, num_layers=1, magnitude=magnitude,
                                        magnitude_std=std, tf_compat=tf_compat, executor=executor,

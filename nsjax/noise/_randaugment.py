@@ -463,6 +463,7 @@ class _Draws(NamedTuple):
         return self.level_index.astype(jnp.float32) / np.float32(_GRID)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5, 6, 7))
 def _sample_draws(key: jax.Array, batch: int, num_layers: int, num_ops: int, magnitude: float,
                   magnitude_std: float, height: int, width: int) -> _Draws:
     k_ops, k_sign, k_mag, k_center = jax.random.split(key, 4)
