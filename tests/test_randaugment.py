@@ -267,8 +267,8 @@ def test_svhn_augment_is_the_32_pixel_pipeline(tf_compat):
     k_ra, k_cut, k_crop = jax.random.split(KEY, 3)
     want = noise.randaugment(k_ra, x, num_layers=2, magnitude=5.0, translate_const=4,
                              cutout_const=4, tf_compat=tf_compat)
-    want = np.pad(np.asarray(noise.random_cutout(k_cut, want, 16)), ((0, 0), (4, 4), (4, 4), (0, 0)),
-                  mode="reflect")
+    want = np.pad(np.asarray(noise.random_cutout(k_cut, want, 16)),
+                  ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
     offsets = np.asarray(jax.random.randint(k_crop, (16, 2), 0, 9))
     want = np.stack([w[r:r + 32, c:c + 32] for w, (r, c) in zip(want, offsets)])
     np.testing.assert_array_equal(out, want)

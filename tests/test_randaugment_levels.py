@@ -30,7 +30,8 @@ def documented(magnitude: float, translate_const: float, cutout_const: float) ->
                 factor=F32(1.8 * level + 0.1))
 
 
-@pytest.mark.parametrize("constants", [(100, 40), (3.0, 5.0), (14.285714285714286, 5.714285714285714)])
+@pytest.mark.parametrize("constants", [(100, 40), (3.0, 5.0),
+                                       (14.285714285714286, 5.714285714285714)])
 def test_level_rule_is_the_documented_rule(constants):
     grid = [j / 128 for j in range(0, 128 * 30, 37)]  # sampled magnitudes are multiples of 1/128
     for m in (*MAGNITUDES, *grid):
@@ -83,7 +84,8 @@ def test_sampled_magnitude_maps_as_the_same_fixed_magnitude(tf_compat):
             fixed = _params_of(draws, layer, image, float(mags[layer, image]), 0.0, cfg)
             for name, want in fixed._asdict().items():
                 got = getattr(sampled, name)[layer, image]
-                np.testing.assert_array_equal(got, want, err_msg=f"{name} at m={mags[layer, image]}")
+                np.testing.assert_array_equal(got, want,
+                                              err_msg=f"{name} at m={mags[layer, image]}")
 
 
 def _documented_op(name, x, magnitude, sign, center, *, tf_compat, translate_const,
@@ -99,7 +101,8 @@ def _documented_op(name, x, magnitude, sign, center, *, tf_compat, translate_con
     if name == "Cutout":
         return ops.cutout(x, center, a["cutout"], fill=fill)
     if name in ("Posterize", "Solarize"):
-        fn, arg = {"Posterize": (ops.posterize, "bits"), "Solarize": (ops.solarize, "threshold")}[name]
+        fn, arg = {"Posterize": (ops.posterize, "bits"),
+                   "Solarize": (ops.solarize, "threshold")}[name]
         return fn(x, a[arg], tf_compat=tf_compat)
     if name == "SolarizeAdd":
         return ops.solarize_add(x, a["addition"])

@@ -14,7 +14,8 @@ def test_relative_constants_are_the_reference_at_224_px_and_scale_with_the_short
     assert noise.relative_constants(224, 224) == {"translate_const": 100.0, "cutout_const": 40.0}
     assert noise.relative_constants(448, 600) == {"translate_const": 200.0, "cutout_const": 80.0}
     small = noise.relative_constants(32, 40)
-    assert small == pytest.approx({"translate_const": 100 * 32 / 224, "cutout_const": 40 * 32 / 224})
+    assert small == pytest.approx({"translate_const": 100 * 32 / 224,
+                                   "cutout_const": 40 * 32 / 224})
     assert noise.relative_constants(np.int64(32), np.array(32)) == noise.relative_constants(32, 32)
     with pytest.raises(ValueError, match="height must be >= 1"):
         noise.relative_constants(0, 32)

@@ -56,7 +56,7 @@ EXECUTORS: tuple[str, ...] = ("auto", "per_image", "batched")
 (chosen by `jax.lax.platform_dependent` when the computation is lowered); all are bit-identical."""
 
 _MAX_LEVEL = 10.0
-MAX_MAGNITUDE = 1000.0
+_MAX_MAGNITUDE = 1000.0
 _MAX_CONSTANT = 1e6
 _GRID = 128  # sampled magnitudes are rounded to multiples of 1 / _GRID (exact in float32)
 _STD_REACH = 8.0  # the table of a sampled magnitude covers magnitude + 8 std
@@ -179,7 +179,7 @@ def _level_table(top: int, translate_const: float, cutout_const: float
 
 
 def _split12_host(x: float) -> tuple[np.float32, np.float32]:
-    """float32 `x = hi + lo` exactly, each with at most 12 significant bits (as `_image.split12`)."""
+    """float32 `x = hi + lo` exactly, each of at most 12 significant bits (`_image.split12`)."""
     f = np.asarray(x, np.float32)
     hi = (f.view(np.int32) & np.int32(~0xFFF)).view(np.float32)
     return np.float32(hi), np.float32(f - hi)
@@ -421,7 +421,8 @@ def _layer_batched(x: jax.Array, p: _Params, cfg: _Config) -> jax.Array:
                 gray = jnp.broadcast_to(gray[..., None], x.shape)
                 d = jnp.where(is_op("Color")[:, None, None, None], gray, d)
             if "Sharpness" in present:
-                d = jnp.where(is_op("Sharpness")[:, None, None, None], _image.smooth(x, tf_compat=cfg.tf_compat), d)
+                smoothed = _image.smooth(x, tf_compat=cfg.tf_compat)
+                d = jnp.where(is_op("Sharpness")[:, None, None, None], smoothed, d)
             return d
 
         factor = jnp.where(is_op("Color") | is_op("Sharpness"), p.factor, 1.0)
@@ -621,7 +622,7 @@ def randaugment(
     _checks.check_key("key", key)
     _, height, width = _kernels.check_images(images)
     num_layers = _count("num_layers", num_layers, minimum=0)
-    magnitude = _number("magnitude", magnitude, maximum=MAX_MAGNITUDE)
+    magnitude = _number("magnitude", magnitude, maximum=_MAX_MAGNITUDE)
     ops = _check_ops(ops)
     if set(ops).intersection((*_GEOMETRIC, "Contrast")):
         _kernels.check_side(images, "RandAugment's geometric ops and Contrast")
@@ -631,9 +632,9 @@ def randaugment(
         cutout_const=_number("cutout_const", cutout_const, maximum=_MAX_CONSTANT),
         tf_compat=_kernels.check_flag("tf_compat", tf_compat),
     )
-    magnitude_std = _number("magnitude_std", magnitude_std, maximum=MAX_MAGNITUDE)
-    if magnitude + _STD_REACH * magnitude_std > MAX_MAGNITUDE:
-        raise ValueError(f"magnitude + 8 * magnitude_std must be at most {MAX_MAGNITUDE:g}, got "
+    magnitude_std = _number("magnitude_std", magnitude_std, maximum=_MAX_MAGNITUDE)
+    if magnitude + _STD_REACH * magnitude_std > _MAX_MAGNITUDE:
+        raise ValueError(f"magnitude + 8 * magnitude_std must be at most {_MAX_MAGNITUDE:g}, got "
                          f"{magnitude:g} + 8 * {magnitude_std:g}")
     executor = _checks.check_choice("executor", executor, EXECUTORS)
     return _randaugment(key, jnp.asarray(images), num_layers, magnitude, magnitude_std, cfg,
