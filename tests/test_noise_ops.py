@@ -597,3 +597,16 @@ def test_numbers_may_be_numpy_scalars_or_0d_arrays():
         ops.rotate(x, 10.0, fill=127.5)
     with pytest.raises(TypeError, match="fill must be a concrete number"):
         jax.jit(lambda f: ops.rotate(x, 10.0, fill=f))(7)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_concrete_non_finite_float_parameters_are_refused(bad):
+    x = IMAGES
+    per_image = np.full(x.shape[0], 0.5, np.float32)
+    per_image[-1] = bad
+    for op, name in ((ops.color, "factor"), (ops.rotate, "degrees"), (ops.shear_x, "shear"),
+                     (ops.translate_y, "pixels")):
+        with pytest.raises(ValueError, match=f"{name} must be finite, got {bad}"):
+            op(x, per_image)
+        with pytest.raises(ValueError, match=f"{name} must be finite"):
+            op(x, bad)

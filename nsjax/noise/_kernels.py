@@ -74,6 +74,11 @@ def per_image(name: str, value: Any, batch: int, *, integer: bool) -> jax.Array:
         return jnp.broadcast_to(jnp.asarray(value, jnp.int32), (batch,))
     if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
         raise TypeError(f"{name} must have an integer or floating dtype, got {dtype}")
+    if not _checks.is_traced(value):  # a traced NaN cannot be seen: see the ops' docstring
+        finite = np.isfinite(np.asarray(value, np.float32))
+        if not finite.all():
+            raise ValueError(f"{name} must be finite, got {np.asarray(value).ravel()[~finite.ravel()][0]} "
+                             f"at {int(np.flatnonzero(~finite.ravel())[0])} of {finite.size}")
     return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))
 
 

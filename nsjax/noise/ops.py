@@ -8,7 +8,10 @@ scalars (Python or NumPy numbers, 0-d arrays, traced values), broadcast to the b
 image of a batch can get its own angle, factor or threshold; nothing needs a `vmap`. All
 functions are pure and `jax.jit`-able; argument checks look only at shapes, dtypes and concrete
 numbers and run before any work (at trace time under `jit`). `fill` and `tf_compat` select
-what is computed and must be concrete.
+what is computed and must be concrete. A concrete non-finite float parameter (NaN, inf) is a
+`ValueError`; a traced one cannot be seen and a uint8 image cannot hold NaN, so its images are
+unspecified: wrap the call in `jax.experimental.checkify` or check with `eqx.error_if` where a
+parameter may be non-finite.
 
 Default: each op equals PIL's (`ImageOps`, `ImageEnhance`, `Image.transform` / `Image.rotate`
 with NEAREST) bit for bit: the grayscale is PIL's `convert("L")`, the Sharpness smoothing
