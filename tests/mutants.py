@@ -35,6 +35,9 @@ class Mutant(NamedTuple):
     tests: tuple[str, ...]  # test files (or node ids) expected to catch it
 
 
+RA = ("tests/test_randaugment_draws.py", "tests/test_randaugment.py",
+      "tests/test_randaugment_levels.py")
+
 MUTANTS: tuple[Mutant, ...] = (
     # ---- losses
     Mutant("hard CE: an out-of-range traced label reads a clipped class instead of NaN",
@@ -53,6 +56,26 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("padded rows masked by `where` are still checked",
            "nsjax/losses.py", "bad &= np.asarray(where)", "bad &= True",
            ("tests/test_losses.py",)),
+    # ---- RandAugment
+    Mutant("RandAugment signs drawn with p = 0.75 instead of 0.5",
+           "nsjax/noise/_randaugment.py", "jax.random.bernoulli(k_sign, 0.5,",
+           "jax.random.bernoulli(k_sign, 0.75,", RA),
+    Mutant("RandAugment reuses one sign draw for every layer",
+           "nsjax/noise/_randaugment.py", "jax.random.bernoulli(k_sign, 0.5, (num_layers, batch))",
+           "jnp.broadcast_to(jax.random.bernoulli(k_sign, 0.5, (1, batch)), (num_layers, batch))",
+           RA),
+    Mutant("RandAugment never draws the last op",
+           "nsjax/noise/_randaugment.py",
+           "jax.random.randint(key, (num_layers, batch), 0, num_ops, dtype=jnp.int32)",
+           "jax.random.randint(key, (num_layers, batch), 0, num_ops - 1, dtype=jnp.int32)", RA),
+    Mutant("enhance factor 1.8 L instead of 1.8 L + 0.1",
+           "nsjax/noise/_randaugment.py", "factor=f32(level * 1.8 + 0.1)",
+           "factor=f32(level * 1.8)", RA),
+    Mutant("Cutout centres one row short (never the last row)",
+           "nsjax/noise/_randaugment.py",
+           "limits = jnp.broadcast_to(jnp.asarray([height, width], jnp.int32), (*shape, 2))",
+           "limits = jnp.broadcast_to(jnp.asarray([height - 1, width], jnp.int32), (*shape, 2))",
+           RA),
     # ---- balance
     Mutant("balance keeps samples just below min_confidence (threshold rounded down)",
            "nsjax/balance.py", "return x if float(x) >= t else np.nextafter(x, np.float32(np.inf))",
