@@ -1,5 +1,7 @@
 """nsjax.noise: dropout, drop-path and the stochastic-depth rate rule."""
 
+import functools
+
 import chex
 import hypothesis.strategies as st
 import jax
@@ -40,9 +42,9 @@ def test_expectation_is_unchanged_and_drop_frequency_is_rate(fn, rate):
 
 
 @pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
-def test_identity_when_deterministic_or_rate_zero(fn):
+def test_identity_when_not_training_or_rate_zero(fn):
     x = jax.random.normal(KEY, (5, 3))
-    np.testing.assert_array_equal(fn(None, x, 0.7, deterministic=True), x)
+    np.testing.assert_array_equal(fn(None, x, 0.7, train=False), x)
     np.testing.assert_array_equal(fn(None, x, 0.0), x)
     assert np.all(np.asarray(fn(KEY, x, 1.0)) == 0)
 
@@ -100,7 +102,7 @@ X = jnp.ones((4, 2))
         (lambda: noise.drop_path(KEY, X, 1.5), ValueError, r"rate must be in \[0, 1\]"),
         (lambda: noise.drop_path(KEY, X, -0.1), ValueError, "rate"),
         (lambda: noise.drop_path(KEY, X, jnp.ones(2)), ValueError, "rate must be a scalar"),
-        (lambda: noise.drop_path(None, X, 0.5), ValueError, "key"),
+        (lambda: noise.drop_path(None, X, 0.5), TypeError, "key must be a jax.random key"),
         (lambda: noise.drop_path(KEY, jnp.float32(1.0), 0.5), ValueError, r"x must have shape \[B, ...\]"),
         (lambda: noise.drop_path(KEY, jnp.ones(4, int), 0.5), TypeError, "x must have a floating"),
         (lambda: noise.dropout(KEY, X, 2.0), ValueError, "rate"),
@@ -112,3 +114,80 @@ X = jnp.ones((4, 2))
 def test_bad_input_raises_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# --------------------------------------------------------------------------- rate and key rules
+# A concrete rate (Python, NumPy scalar, 0-d array) is checked: out of [0, 1] or NaN raises. A
+# traced rate cannot be checked: out of range or NaN makes every output NaN, never a plausible
+# finite result. `train=False` or a rate of 0 is the identity and needs no key.
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _traced_rate(fn, x, rate):
+    return fn(KEY, x, rate)
+
+
+@pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_a_traced_rate_out_of_range_gives_nan_everywhere(fn, dtype):
+    x = jnp.ones((64, 3), dtype)
+    for bad in (1.5, -0.5, float("nan"), float("inf"), -float("inf"), 1.0000001):
+        y = _traced_rate(fn, x, jnp.float32(bad))
+        chex.assert_type(y, dtype)
+        assert np.all(np.isnan(np.asarray(y, np.float32))), (bad, np.asarray(y))
+    for ok in (0.0, 1.0, 0.5):  # in range, edges included: finite, as the concrete rate gives
+        y = _traced_rate(fn, x, jnp.float32(ok))
+        np.testing.assert_array_equal(y, fn(KEY, x, ok))
+
+
+@pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
+@pytest.mark.parametrize("rate", [np.float32(0.5), np.float64(0.5), jnp.asarray(0.5), np.asarray(0.5)])
+def test_numpy_scalars_and_0d_arrays_are_rates(fn, rate):
+    x = jnp.ones((128, 4))
+    np.testing.assert_array_equal(fn(KEY, x, rate), fn(KEY, x, 0.5))
+
+
+@pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
+@pytest.mark.parametrize(
+    "rate, error, match",
+    [
+        (float("nan"), ValueError, r"rate must be in \[0, 1\], got nan"),
+        (np.float32(1.5), ValueError, r"rate must be in \[0, 1\], got 1.5"),
+        (jnp.asarray(-0.25), ValueError, r"rate must be in \[0, 1\], got -0.25"),
+        (True, TypeError, "rate must be a number, got bool"),
+        ("0.5", TypeError, "rate must be a number, got str"),
+        (None, TypeError, "rate must be a number, got NoneType"),
+    ],
+)
+def test_a_concrete_bad_rate_raises_naming_rate(fn, rate, error, match):
+    with pytest.raises(error, match=match):
+        fn(KEY, jnp.ones((4, 2)), rate)
+
+
+@pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
+def test_key_is_needed_only_when_noise_is_drawn(fn):
+    x = jnp.ones((4, 2))
+    np.testing.assert_array_equal(fn(None, x, 0.5, train=False), x)
+    np.testing.assert_array_equal(fn(None, x, np.float32(0.0)), x)
+    with pytest.raises(TypeError, match="key must be a jax.random key .*got None"):
+        fn(None, x, 0.5)
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        jax.jit(lambda r: fn(None, x, r))(0.0)  # a traced rate may be anything: a key is needed
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        fn(jnp.zeros(3, jnp.uint32), x, 0.5)
+    np.testing.assert_array_equal(fn(jax.random.PRNGKey(1), x, 0.5), fn(jax.random.PRNGKey(1), x, 0.5))
+
+
+@pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
+@pytest.mark.parametrize("train", ["yes", None, 1])
+def test_train_must_be_a_bool(fn, train):
+    with pytest.raises(TypeError, match="train must be a Python bool"):
+        fn(KEY, jnp.ones((4, 2)), 0.5, train=train)
+
+
+@pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
+@pytest.mark.parametrize("shape", [(0,), (0, 3, 2)])
+def test_an_empty_batch_gives_an_empty_result(fn, shape):
+    for rate in (0.5, jnp.float32(0.5)):
+        y = fn(KEY, jnp.ones(shape, jnp.bfloat16), rate)
+        assert y.shape == shape and y.dtype == jnp.bfloat16

@@ -3,18 +3,110 @@ norm with explicit state, squeeze-excite and a dense classifier.
 
 Activations are `[B, H, W, C]` in the input's dtype (float32 or bfloat16); parameters and
 batch-norm statistics stay float32 and are cast at use.
+
+Initial weights come from a `_Draws`: the stream of standard samples of one key, handed out in
+construction order (see `_Draws`). A constructor's `key` is a `jax.random` key (it starts its
+own stream) or the `_Draws` of the model being built (EfficientNet passes one to all its
+layers): one small compiled sampler serves every model, where a `jax.random` draw per layer
+made building B0 compile ~250 samplers (~20 s on a 2-core CPU).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array, lax
 
+from nsjax import _checks
+
 _DIMS = ("NHWC", "HWIO", "NHWC")
+
+# --------------------------------------------------------------------------- initialisation
+
+_CHUNK = 1 << 20  # samples per compiled draw
+_NORMAL, _UNIFORM = 0, 1  # the two streams: N(0, 1) and U[-1, 1)
+
+
+@jax.jit
+def _chunk(key: Array, index, stream) -> Array:
+    """float32 `[_CHUNK]`: samples `index * _CHUNK ...` of `stream` of `key` (one executable
+    for both streams: a compile costs ~0.4 s on a 2-core CPU)."""
+    key = jax.random.fold_in(jax.random.fold_in(key, stream), index)
+    return lax.cond(
+        stream == _NORMAL,
+        lambda k: jax.random.normal(k, (_CHUNK,), jnp.float32),
+        lambda k: jax.random.uniform(k, (_CHUNK,), jnp.float32, -1.0, 1.0),
+        key,
+    )
+
+
+class _Draws:
+    """The standard samples of one key, handed out in order: sample `k` of a stream (N(0, 1) or
+    U[-1, 1)) is element `k mod 2^20` of the stream's chunk `k // 2^20`, a fixed-size draw
+    compiled once per process. With a concrete key the samples are sliced on the host (no
+    compilation per layer); with a traced key (`jax.jit`, `jax.eval_shape`) by `jnp`, to the
+    same values."""
+
+    def __init__(self, key: Array):
+        _checks.check_key("key", key)
+        self._key = key
+        self._traced = _checks.is_traced(key)
+        self._next = [0, 0]
+        self._cached: dict[int, tuple[int, object]] = {}
+
+    def _get(self, stream: int, index: int):
+        hit = self._cached.get(stream)
+        if hit is None or hit[0] != index:
+            chunk = _chunk(self._key, index, stream)
+            hit = self._cached[stream] = (index, chunk if self._traced else np.asarray(chunk))
+        return hit[1]
+
+    def take(self, stream: int, shape: tuple[int, ...], scale: float) -> Array:
+        """float32 `shape`: the stream's next `prod(shape)` samples times `scale`."""
+        n = math.prod(shape)
+        start = self._next[stream]
+        self._next[stream] += n
+        pieces = []
+        for index in range(start // _CHUNK, -(-(start + n) // _CHUNK)):
+            lo = max(start - index * _CHUNK, 0)
+            hi = min(start + n - index * _CHUNK, _CHUNK)
+            pieces.append(self._get(stream, index)[lo:hi])
+        xp = jnp if self._traced else np
+        flat = pieces[0] if len(pieces) == 1 else xp.concatenate(pieces)
+        # one float32 multiplication, the same on the host and in XLA
+        out = flat.reshape(shape) * np.float32(scale)
+        return out if self._traced else jax.device_put(out)
+
+
+def _draws(key) -> _Draws:
+    """The stream a constructor draws from: `key`'s own, or the model's `_Draws` passed on."""
+    return key if isinstance(key, _Draws) else _Draws(key)
+
+
+def _constant(shape: tuple[int, ...], value: float) -> Array:
+    """float32 `shape` filled with `value`, built on the host and transferred (an eager
+    `jnp.full` or `jnp.asarray` compiles once per shape)."""
+    return jax.device_put(np.full(shape, value, np.float32))
+
+
+def conv_init_std(kernel: int, out_channels: int, groups: int) -> float:
+    """The reference's (TF's) convolution init scale: `sqrt(2 / fan_out)`,
+    `fan_out = kernel * kernel * out_channels / groups` (a depthwise kernel's output depth is
+    TF's multiplier 1, so `fan_out = kernel * kernel`)."""
+    return math.sqrt(2.0 / (kernel * kernel * out_channels // groups))
+
+
+def dense_init_bound(out_features: int) -> float:
+    """The reference's dense init: `U(-b, b)` with `b = 1 / sqrt(out_features)`."""
+    return 1.0 / math.sqrt(out_features)
+
+
+# --------------------------------------------------------------------------- layers
 
 
 def _channels_last(v: Array, ndim: int) -> Array:
@@ -23,9 +115,21 @@ def _channels_last(v: Array, ndim: int) -> Array:
 
 
 class Conv2d(eqx.Module):
-    """k x k convolution, TF "SAME" padding (the extra row/column at the bottom/right).
+    """k x k convolution with TF "SAME" padding (the extra row/column at the bottom/right).
 
-    `weight`: float32 `[k, k, in / groups, out]` (HWIO); `bias`: float32 `[out]` or None.
+    Initialised as the reference: weight `N(0, conv_init_std(kernel, out, groups))`, bias 0.
+    A depthwise convolution (`groups == in == out`) runs as shifted slices on a CPU and as
+    XLA's grouped convolution elsewhere (`jax.lax.platform_dependent`: a function lowered on
+    one platform for another takes the target's path); both give the same result.
+
+    **Arguments:**
+
+    - `in_channels`, `out_channels`, `kernel`, `stride`, `groups`: Python ints.
+    - `bias`: whether to add a bias.
+    - `key`: a `jax.random` key.
+
+    **Fields:** `weight`: float32 `[k, k, in / groups, out]` (HWIO); `bias`: float32 `[out]`
+    or None.
     """
 
     weight: Array
@@ -35,24 +139,31 @@ class Conv2d(eqx.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, *, stride: int = 1,
                  groups: int = 1, bias: bool = False, key: Array):  # fmt: skip
-        # The reference's init: N(0, sqrt(2 / fan_out)), fan_out = k * k * out / groups
-        # (for a depthwise kernel TF's output depth is the multiplier 1, so fan_out = k * k).
-        fan_out = kernel * kernel * out_channels // groups
         shape = (kernel, kernel, in_channels // groups, out_channels)
-        self.weight = jax.random.normal(key, shape, jnp.float32) * math.sqrt(2.0 / fan_out)
-        self.bias = jnp.zeros((out_channels,), jnp.float32) if bias else None
+        std = conv_init_std(kernel, out_channels, groups)
+        self.weight = _draws(key).take(_NORMAL, shape, std)
+        self.bias = _constant((out_channels,), 0.0) if bias else None
         self.stride = stride
         self.groups = groups
 
     def __call__(self, x: Array) -> Array:
+        """**Arguments:** `x`: float `[B, H, W, in]`.
+
+        **Returns:** `[B, ceil(H / stride), ceil(W / stride), out]` in `x`'s dtype.
+        """
         w = self.weight.astype(x.dtype)
-        if self.groups > 1 and self.groups == x.shape[-1] and jax.default_backend() == "cpu":
-            y = _depthwise_shifted(x, w, self.stride)
-        else:
-            y = lax.conv_general_dilated(
+
+        def grouped(x, w):
+            return lax.conv_general_dilated(
                 x, w, (self.stride, self.stride), "SAME",
                 dimension_numbers=_DIMS, feature_group_count=self.groups,
             )  # fmt: skip
+
+        if self.groups > 1 and self.groups == x.shape[-1] == w.shape[-1]:
+            shifted = functools.partial(_depthwise_shifted, stride=self.stride)
+            y = lax.platform_dependent(x, w, cpu=shifted, default=grouped)
+        else:
+            y = grouped(x, w)
         return y if self.bias is None else y + _channels_last(self.bias.astype(x.dtype), y.ndim)
 
 
@@ -85,14 +196,22 @@ def _depthwise_shifted(x: Array, w: Array, stride: int) -> Array:
 class BatchNorm(eqx.Module):
     """Batch norm with TensorFlow's semantics over `[B, H, W, C]` (or `[B, C]`).
 
-    Training normalises with the batch's mean and (biased) variance, computed in float32, and
-    moves the running statistics `r <- momentum * r + (1 - momentum) * batch`; the running
-    statistics never enter training normalisation. Evaluation uses the running statistics.
+    Training normalises with the batch's mean and biased variance (over every axis but the
+    last, computed in float32): `y = scale * (x - mean) * rsqrt(var + eps) + offset`, and moves
+    the running statistics `r <- momentum * r + (1 - momentum) * batch`; the running statistics
+    never enter training normalisation. Evaluation normalises with the running statistics.
     Under `jax.jit` with a batch sharded across devices the statistics are global (XLA inserts
-    the all-reduce), i.e. synchronised batch norm.
+    the all-reduce), i.e. synchronised batch norm. Initialised as the reference: scale 1,
+    offset 0, running mean 0, running variance 1.
 
-    `scale`, `offset`: float32 `[C]` (gamma, beta); running mean and variance live in the
-    `eqx.nn.State` under `index`.
+    **Arguments:**
+
+    - `channels`: Python int, `C`.
+    - `eps`: float > 0, added to the variance inside the square root.
+    - `momentum`: float in [0, 1), the running statistics' decay.
+
+    **Fields:** `scale`, `offset`: float32 `[C]` (gamma, beta); the running mean and variance,
+    float32 `[C]` each, live in the `eqx.nn.State` under `index`.
     """
 
     scale: Array
@@ -102,17 +221,25 @@ class BatchNorm(eqx.Module):
     momentum: float = eqx.field(static=True)
 
     def __init__(self, channels: int, *, eps: float = 1e-3, momentum: float = 0.99):
-        self.scale = jnp.ones((channels,), jnp.float32)
-        self.offset = jnp.zeros((channels,), jnp.float32)
-        self.index = eqx.nn.StateIndex(
-            (jnp.zeros((channels,), jnp.float32), jnp.ones((channels,), jnp.float32))
-        )
-        self.eps = eps
-        self.momentum = momentum
+        self.scale = _constant((channels,), 1.0)
+        self.offset = _constant((channels,), 0.0)
+        self.index = eqx.nn.StateIndex((_constant((channels,), 0.0), _constant((channels,), 1.0)))
+        self.eps = _checks.check_number("eps", eps, minimum=0.0, min_open=True)
+        self.momentum = _checks.check_number("momentum", momentum, minimum=0.0, maximum=1.0,
+                                             max_open=True)  # fmt: skip
 
     def __call__(self, x: Array, state: eqx.nn.State, *, train: bool) -> tuple[Array, eqx.nn.State]:
+        """**Arguments:** `x`: float `[..., C]` (with `train`, at least one element per
+        channel); `state`; `train`: Python bool.
+
+        **Returns:** `(y, state)`: `y` of `x`'s shape and dtype; the new state (moved running
+        statistics with `train`, else `state` itself).
+        """
         if train:
             axes = tuple(range(x.ndim - 1))
+            if math.prod(x.shape[:-1]) == 0:
+                raise ValueError(f"x must hold at least one example in train mode (batch "
+                                 f"statistics), got shape {tuple(x.shape)}")
             xf = x.astype(jnp.float32)
             mean = jnp.mean(xf, axes)
             var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
@@ -132,36 +259,46 @@ class BatchNorm(eqx.Module):
 
 
 class SqueezeExcite(eqx.Module):
-    """Channel gating: global mean -> 1x1 conv (bias) -> swish -> 1x1 conv (bias) -> sigmoid.
+    """Channel gating: global mean -> 1x1 conv (bias) -> swish -> 1x1 conv (bias) -> sigmoid,
+    times the input.
 
-    `reduce.weight`: `[1, 1, C, R]`, `expand.weight`: `[1, 1, R, C]`.
+    **Arguments:** `channels`, `reduced`: Python ints; `key`: a `jax.random` key.
+
+    **Fields:** `reduce`: `Conv2d` `[1, 1, C, R]`, `expand`: `Conv2d` `[1, 1, R, C]`.
     """
 
     reduce: Conv2d
     expand: Conv2d
 
     def __init__(self, channels: int, reduced: int, *, key: Array):
-        k1, k2 = jax.random.split(key)
-        self.reduce = Conv2d(channels, reduced, 1, bias=True, key=k1)
-        self.expand = Conv2d(reduced, channels, 1, bias=True, key=k2)
+        draws = _draws(key)
+        self.reduce = Conv2d(channels, reduced, 1, bias=True, key=draws)
+        self.expand = Conv2d(reduced, channels, 1, bias=True, key=draws)
 
     def __call__(self, x: Array) -> Array:
+        """**Arguments:** `x`: float `[B, H, W, C]`. **Returns:** `x`'s shape and dtype."""
         pooled = jnp.mean(x, axis=(1, 2), keepdims=True, dtype=jnp.float32).astype(x.dtype)
         gate = jax.nn.sigmoid(self.expand(jax.nn.swish(self.reduce(pooled))))
         return x * gate
 
 
 class Dense(eqx.Module):
-    """`x @ weight + bias` for `x: [B, in]`; `weight`: float32 `[in, out]`, `bias`: `[out]`."""
+    """`x @ weight + bias`, initialised as the reference: weight
+    `U(-dense_init_bound(out), dense_init_bound(out))`, bias 0.
+
+    **Arguments:** `in_features`, `out_features`: Python ints; `key`: a `jax.random` key.
+
+    **Fields:** `weight`: float32 `[in, out]`; `bias`: float32 `[out]`.
+    """
 
     weight: Array
     bias: Array
 
     def __init__(self, in_features: int, out_features: int, *, key: Array):
-        # The reference's init: U(-1/sqrt(out), 1/sqrt(out)), zero bias.
-        r = 1.0 / math.sqrt(out_features)
-        self.weight = jax.random.uniform(key, (in_features, out_features), jnp.float32, -r, r)
-        self.bias = jnp.zeros((out_features,), jnp.float32)
+        shape = (in_features, out_features)
+        self.weight = _draws(key).take(_UNIFORM, shape, dense_init_bound(out_features))
+        self.bias = _constant((out_features,), 0.0)
 
     def __call__(self, x: Array) -> Array:
+        """**Arguments:** `x`: float `[B, in]`. **Returns:** `[B, out]` in `x`'s dtype."""
         return x @ self.weight.astype(x.dtype) + self.bias.astype(x.dtype)[None, :]

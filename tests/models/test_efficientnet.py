@@ -54,7 +54,7 @@ def test_variant_table_and_overrides():
     assert model.config.dropout_rate == 0.5
     with pytest.raises(ValueError, match="name must be one of"):
         models.efficientnet("b9", key=KEY)
-    with pytest.raises(ValueError, match="width must be > 0"):
+    with pytest.raises(ValueError, match=r"width must be in \(0, inf\), got 0.0"):
         models.EfficientNetConfig(width=0.0)
 
 
@@ -65,6 +65,18 @@ def tiny():
     return models.efficientnet_from_config(config, key=KEY, num_classes=10)
 
 
+# Three blocks: a residual one without expansion, a stride-2 one with, a residual one with SE
+# and expansion: every kind of layer and drop-path, compiled and run (eagerly too) quickly.
+MINI = models.EfficientNetConfig(width=0.25, dropout_rate=0.3, blocks=(
+    models.BlockArgs(1, 3, 1, 1, 32, 16), models.BlockArgs(2, 5, 2, 6, 16, 24)))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mini():
+    assert [s.residual for s in MINI.expand()] == [True, False, True]
+    return models.efficientnet_from_config(MINI, key=KEY, num_classes=10)
+
+
 @pytest.mark.parametrize("hw", [(32, 32), (33, 47), (97, 80)])
 def test_output_shapes_at_several_resolutions(tiny, hw):
     model, state = tiny
@@ -72,13 +84,13 @@ def test_output_shapes_at_several_resolutions(tiny, hw):
     logits, new_state = apply(model, x, state)
     chex.assert_shape(logits, (2, 10))
     chex.assert_type(logits, jnp.float32)
-    feats, _ = model.features(x, state, train=False)
+    feats, _ = jax.eval_shape(lambda: model.features(x, state, train=False))
     chex.assert_shape(feats, (2, model.config.head_out))
     chex.assert_trees_all_equal(new_state, state)  # eval leaves the statistics alone
 
 
-def test_bfloat16_activations_keep_float32_logits_and_params(tiny):
-    model, state = tiny
+def test_bfloat16_activations_keep_float32_logits_and_params(mini):
+    model, state = mini
     x = jax.random.normal(KEY, (2, 48, 48, 3))
     lo, _ = apply(model, x.astype(jnp.bfloat16), state)
     hi, _ = apply(model, x, state)
@@ -105,8 +117,8 @@ def test_train_mode_uses_batch_statistics_and_moves_running_ones(tiny):
     np.testing.assert_array_equal(a, b)
 
 
-def test_train_noise_depends_on_key_and_eval_is_deterministic(tiny):
-    model, state = tiny
+def test_train_noise_depends_on_key_and_eval_is_deterministic(mini):
+    model, state = mini
     x = jax.random.normal(KEY, (8, 32, 32, 3))
     k1, k2 = jax.random.split(jax.random.key(7))
     a, _ = apply(model, x, state, k1, True)
@@ -122,16 +134,16 @@ def test_train_noise_depends_on_key_and_eval_is_deterministic(tiny):
     np.testing.assert_allclose(single, e1[:1], rtol=1e-5, atol=1e-5)
 
 
-def test_jit_equals_no_jit(tiny):
-    model, state = tiny
+def test_jit_equals_no_jit(mini):
+    model, state = mini
     x = jax.random.normal(KEY, (2, 36, 36, 3))
     eager = model(x, state, key=KEY, train=True)
     jitted = apply(model, x, state, KEY, True)
     chex.assert_trees_all_close(eager, jitted, rtol=1e-5, atol=1e-5)
 
 
-def test_gradients_reach_every_parameter(tiny):
-    model, state = tiny
+def test_gradients_reach_every_parameter(mini):
+    model, state = mini
     x = jax.random.normal(KEY, (4, 32, 32, 3))
 
     def loss(m):
@@ -181,7 +193,7 @@ def test_bad_images_raise(tiny, x, match):
 
 def test_train_without_key_raises(tiny):
     model, state = tiny
-    with pytest.raises(ValueError, match="key must be a jax.random key"):
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
         model(jnp.zeros((2, 32, 32, 3)), state, train=True)
 
 
@@ -214,3 +226,21 @@ def test_cpu_depthwise_equals_grouped_convolution(hw, kernel, stride):
     g_shift = jax.grad(lambda x, w: jnp.sum(jnp.sin(shifted(x, w))), argnums=(0, 1))(x, w)
     g_group = jax.grad(lambda x, w: jnp.sum(jnp.sin(grouped(x, w))), argnums=(0, 1))(x, w)
     chex.assert_trees_all_close(g_shift, g_group, atol=1e-4)
+
+
+@pytest.mark.parametrize("platform, grouped", [("cpu", False), ("cuda", True), ("tpu", True)])
+def test_depthwise_path_is_chosen_by_the_target_platform_not_the_host(platform, grouped):
+    """`jax.lax.platform_dependent`: lowered on this CPU host for an accelerator, a depthwise
+    convolution is the grouped convolution; for a CPU, the shifted slices."""
+    from nsjax.models._layers import Conv2d
+
+    conv = Conv2d(8, 8, 3, groups=8, key=KEY)
+    x = jnp.ones((1, 16, 16, 8))
+    text = jax.jit(lambda c, x: c(x)).trace(conv, x).lower(lowering_platforms=(platform,)).as_text()
+    assert ("feature_group_count = 8" in text) == grouped
+    assert ("stablehlo.slice" in text) == (not grouped)
+    if platform == "cpu":  # and the model's layer gives the grouped convolution's values
+        want = jax.lax.conv_general_dilated(x, conv.weight, (1, 1), "SAME", feature_group_count=8,
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            precision="highest")  # fmt: skip
+        np.testing.assert_allclose(conv(x), want, atol=1e-5)
