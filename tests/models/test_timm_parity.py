@@ -1,5 +1,7 @@
-"""nsjax EfficientNet against timm's tf_efficientnet: eval logits within 1e-4 (float32), from
-committed fixtures (no torch needed), and the loader's error reporting."""
+"""nsjax EfficientNet against timm's tf_efficientnet: eval logits within 1e-5 of timm's float32
+and float64 logits, relative to the largest |logit| (measured: at most 1.6e-6; timm's own
+float32 is 1.5e-6 from its float64), from committed fixtures (no torch needed), and the
+loader's error reporting."""
 
 import functools
 import json
@@ -42,9 +44,11 @@ def test_eval_logits_match_timm(case):
         got = np.asarray(infer(model, state, jnp.asarray(x)))
         want = logits[f"logits_f32_{res}"]
         scale = np.abs(want).max()
-        assert np.abs(got - want).max() / scale <= 1e-4, (res, np.abs(got - want).max() / scale)
-        # and against timm in float64: nsjax float32 is as close as timm's own float32
-        np.testing.assert_allclose(got, logits[f"logits_f64_{res}"], rtol=0, atol=1e-4 * scale)
+        assert np.abs(got - want).max() / scale <= 1e-5, (res, np.abs(got - want).max() / scale)
+        # and against timm in float64: nsjax float32 is about as close as timm's own float32
+        exact = logits[f"logits_f64_{res}"]
+        np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * scale)
+        assert np.abs(got - exact).max() <= 2 * np.abs(want - exact).max() + 1e-7 * scale
 
 
 def test_loader_lists_every_problem_at_once():
