@@ -3,6 +3,10 @@ beside timm's (peers.py: bf16 autocast, eager and, on GPU, torch.compile) measur
 run. nsjax runs bf16 activations; on CPU also float32 (XLA's CPU has no fast bf16 path).
 
 Batch: 256 on an accelerator, 16 on CPU (as peers.py); override with BS=, RES=, STEPS=.
+
+`efficientnet_first_step`: the time from nothing to a first train step (what a short demo
+waits for): building the model, lowering and compiling the jitted step, and running it once,
+for B0 (float32, 224 px, batch 8) and a width-0.25, depth-0.25 model (float32, 64 px, batch 8).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import optax
 from benchmarks._harness import Figure, Options, register
 from benchmarks.peers import run_peers
 from nsjax import losses, models
+from nsjax.models import _layers
 
 
 def _sizes(opts: Options) -> tuple[int, int, int]:
@@ -114,4 +119,47 @@ def bench_b0(opts: Options) -> list[Figure]:
             Figure(f"b0 inference {dt} {res}px B={2 * batch}, vmap per image", m["vmap"], 2 * batch,
                    "img", peer="nsjax batched NHWC (above)", peer_seconds=m["infer"]),
         ]  # fmt: skip
+    return figures
+
+
+def time_to_first_step(config: models.EfficientNetConfig, num_classes: int, batch: int, res: int,
+                       dtype=jnp.float32) -> dict[str, float]:  # fmt: skip
+    """Seconds to build `config` (including the sampler's compilation, as in a fresh process),
+    lower and compile its jitted train step (forward + backward + SGD), and run that step once
+    (its wall time, the compiled call only)."""
+    _layers._chunk.clear_cache()  # the build's one compilation, paid once per process
+    t0 = time.perf_counter()
+    model, state = models.efficientnet_from_config(config, key=jax.random.key(0), num_classes=num_classes)
+    jax.block_until_ready((model, state))
+    build = time.perf_counter() - t0
+    opt = optax.sgd(0.01)
+    params, step = make_train_step(model, opt, dtype)
+    opt_state = opt.init(params)
+    x = jax.random.normal(jax.random.key(1), (batch, res, res, 3))
+    y = jax.random.randint(jax.random.key(2), (batch,), 0, num_classes)
+    t0 = time.perf_counter()
+    lowered = step.lower(params, opt_state, state, x, y, jax.random.key(3))
+    lower = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(params, opt_state, state, x, y, jax.random.key(3)))
+    first = time.perf_counter() - t0
+    return dict(build=build, lower=lower, compile=compile_s, first_step=first)
+
+
+@register("efficientnet_first_step")
+def bench_first_step(opts: Options) -> list[Figure]:
+    cases = [("b0", models.config_for("b0"), 1000, 224),
+             ("w0.25 d0.25", models.EfficientNetConfig(width=0.25, depth=0.25), 10, 64)]  # fmt: skip
+    figures = []
+    for name, config, classes, res in cases:
+        batch = 8
+        m = time_to_first_step(config, classes, batch, res)
+        total = sum(m.values())
+        figures.append(Figure(
+            f"{name} time to first step float32 {res}px B={batch}", total, 1, "step",
+            extra={k + "_s": round(v, 2) for k, v in m.items()},
+        ))  # fmt: skip
     return figures
