@@ -61,6 +61,16 @@ def test_every_conv_kernel_is_normal_with_the_fan_out_scale():
         assert abs(frac - mass) < SIGMAS * math.sqrt(mass * (1 - mass) / z.size), (k, frac)
 
 
+def test_layers_are_drawn_independently():
+    """No two kernels share their samples: standardised first 256 values are uncorrelated."""
+    model, _ = _b0()
+    kernels = [np.asarray(c.weight).ravel()[:256] / _expected_conv_std(c) for _, c in _modules(model, Conv2d)]
+    kernels.append(np.asarray(model.classifier.weight).ravel()[:256])
+    corr = np.corrcoef(np.stack(kernels))
+    off_diagonal = np.abs(corr[~np.eye(len(kernels), dtype=bool)])
+    assert off_diagonal.max() < SIGMAS / np.sqrt(256), off_diagonal.max()
+
+
 def test_depthwise_fan_is_the_kernel_area_and_1x1_fans_are_not_swapped():
     model, _ = _b0()
     block = model.blocks[1]  # 16 -> 96 -> 24, k3 s2
