@@ -131,7 +131,7 @@ def _traced_rate(fn, x, rate):
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_a_traced_rate_out_of_range_gives_nan_everywhere(fn, dtype):
     x = jnp.ones((64, 3), dtype)
-    for bad in (1.5, -0.5, float("nan"), float("inf"), -float("inf"), 1.0000001):
+    for bad in (1.5, -0.5, float("nan"), float("inf"), -float("inf"), 1.0000001, -1e-30):
         y = _traced_rate(fn, x, jnp.float32(bad))
         chex.assert_type(y, dtype)
         assert np.all(np.isnan(np.asarray(y, np.float32))), (bad, np.asarray(y))
@@ -191,3 +191,13 @@ def test_an_empty_batch_gives_an_empty_result(fn, shape):
     for rate in (0.5, jnp.float32(0.5)):
         y = fn(KEY, jnp.ones(shape, jnp.bfloat16), rate)
         assert y.shape == shape and y.dtype == jnp.bfloat16
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([noise.drop_path, noise.dropout]))
+def test_a_traced_rate_gives_nan_exactly_outside_zero_one(rate, fn):
+    y = np.asarray(_traced_rate(fn, jnp.ones((16, 2)), jnp.float32(rate)))
+    if 0 <= rate <= 1:
+        assert np.all(np.isfinite(y))
+    else:
+        assert np.all(np.isnan(y))

@@ -31,13 +31,14 @@ def _apply(key, x: ArrayLike, rate, train, mask_shape) -> Array:
         survival = 1.0 - rate
         scale = jnp.asarray(1.0 / survival if survival > 0 else 0.0, x.dtype)
     else:
-        survival = 1.0 - jnp.asarray(rate, jnp.float32)
+        rate = jnp.asarray(rate, jnp.float32)
+        survival = 1.0 - rate
         scale = jnp.where(survival > 0, 1.0 / jnp.maximum(survival, 1e-12), 0.0).astype(x.dtype)
     keep = jax.random.uniform(key, mask_shape) < survival
     out = jnp.where(keep, x * scale, jnp.zeros((), x.dtype))
     if isinstance(rate, float):
         return out
-    valid = (survival >= 0) & (survival <= 1)  # False for NaN
+    valid = (rate >= 0) & (rate <= 1)  # False for NaN; on the rate: 1 - (-1e-28) rounds to 1
     return _checks.nan_unless(valid, out).astype(x.dtype)
 
 
