@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nsjax import models
 
@@ -156,3 +158,17 @@ def test_an_empty_batch_gives_empty_logits_in_eval():
     logits, new_state = eqx.filter_jit(lambda m, s, x: m(x, s, train=False))(model, state, jnp.zeros((0, 32, 32, 3)))
     assert logits.shape == (0, 10) and logits.dtype == jnp.float32
     assert eqx.tree_equal(new_state, state)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([float, np.float32, jnp.asarray]))
+def test_bn_momentum_and_eps_accept_exactly_their_ranges(value, kind):
+    value = kind(value)
+    v = float(np.asarray(value))
+    for name, ok in (("bn_momentum", 0 <= v < 1), ("bn_eps", 0 < v < np.inf),
+                     ("dropout_rate", 0 <= v < 1), ("width", 0 < v < np.inf)):  # fmt: skip
+        if ok:
+            assert getattr(Config(**{name: value}), name) == v
+        else:
+            with pytest.raises(ValueError, match=f"{name} must be in"):
+                Config(**{name: value})
