@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 
 import equinox as eqx
+import jax
 import numpy as np
 
 from nsjax.models._efficientnet import EfficientNet, MBConv
@@ -60,8 +61,14 @@ def _block_names(prefix: str, i: int, block: MBConv) -> Iterator[Entry]:
 
 
 def timm_key_map(model: EfficientNet) -> dict[str, tuple[Callable | BatchNorm, object]]:
-    """timm state-dict name -> `(where, how)`: a parameter getter and its transpose from timm's
-    layout, or a BatchNorm and 0 / 1 for its running mean / variance in the state."""
+    """How timm's state-dict names map onto the model.
+
+    **Arguments:** `model`: an `EfficientNet`.
+
+    **Returns:** a dict timm name -> `(where, how)`: a parameter getter (a function of the
+    model) and the transpose from timm's layout (or None), or a `BatchNorm` and 0 / 1 for its
+    running mean / variance in the state.
+    """
     names = [
         *_conv_names("conv_stem", lambda m: m.stem, model.stem),
         *_bn_names("bn1", lambda m: m.bn_stem, model.bn_stem),
@@ -91,10 +98,18 @@ def load_timm_weights(model: EfficientNet, state: eqx.nn.State, source
                       ) -> tuple[EfficientNet, eqx.nn.State]:  # fmt: skip
     """Copy a timm `tf_efficientnet_*` state dict into `(model, state)`; returns new ones.
 
-    `source`: a `.safetensors` file (timm's hub format) or a mapping name -> array (NumPy, or
-    anything `np.asarray` takes). `num_batches_tracked` counters are ignored. Every missing or
-    unexpected key and every shape mismatch is listed in one `ValueError`, before anything is
-    copied. Values are stored as float32.
+    `num_batches_tracked` counters are ignored. Every missing or unexpected key and every
+    shape mismatch is listed in one `ValueError`, before anything is copied. Kernels are
+    transposed from OIHW to HWIO, dense weights from `[out, in]` to `[in, out]`.
+
+    **Arguments:**
+
+    - `model`: an `EfficientNet` whose config matches the checkpoint's.
+    - `state`: its `eqx.nn.State`.
+    - `source`: a `.safetensors` path (timm's hub format) or a mapping name -> array (NumPy,
+      or anything `np.asarray` takes), any float dtype.
+
+    **Returns:** `(model, state)`: new ones, every value float32; the inputs are untouched.
     """
     weights = {k: v for k, v in _read(source).items() if not k.endswith("num_batches_tracked")}
     key_map = timm_key_map(model)
@@ -120,7 +135,9 @@ def load_timm_weights(model: EfficientNet, state: eqx.nn.State, source
                          + "\n  ".join(problems))  # fmt: skip
 
     params = [(where, converted[n]) for n, (where, _) in key_map.items() if not isinstance(where, BatchNorm)]
-    model = eqx.tree_at(lambda m: [w(m) for w, _ in params], model, [v for _, v in params])
+    # jax arrays, not NumPy ones: a NumPy leaf would be copied to the device at every call
+    model = eqx.tree_at(lambda m: [w(m) for w, _ in params], model,
+                        [jax.device_put(v) for _, v in params])  # fmt: skip
     for name, (bn, i) in key_map.items():
         if isinstance(bn, BatchNorm) and i == 0:
             var = converted[name.replace("running_mean", "running_var")]

@@ -87,3 +87,9 @@ def test_loader_rejects_other_sources():
     _, _, model, state = _load(CASES[1])
     with pytest.raises(TypeError, match="source must be a safetensors path or a mapping"):
         models.load_timm_weights(model, state, 42)
+
+
+def test_loaded_parameters_are_jax_float32_arrays():
+    _, _, model, state = _load(CASES[1])
+    for leaf in jax.tree_util.tree_leaves((eqx.filter(model, eqx.is_array), state)):
+        assert isinstance(leaf, jax.Array) and leaf.dtype == jnp.float32, type(leaf)
