@@ -48,14 +48,14 @@ def _chunk(key: Array, index, stream) -> Array:
 class _Draws:
     """The standard samples of one key, handed out in order: sample `k` of a stream (N(0, 1) or
     U[-1, 1)) is element `k mod 2^20` of the stream's chunk `k // 2^20`, a fixed-size draw
-    compiled once per process. With a concrete key the samples are sliced on the host (no
-    compilation per layer); with a traced key (`jax.jit`, `jax.eval_shape`) by `jnp`, to the
-    same values."""
+    compiled once per process. Outside any transformation the samples are sliced on the host
+    (no compilation per layer); under one (`jax.jit`, `jax.eval_shape`, `vmap`: the chunks are
+    then traced, whether the key is or not) by `jnp`, to the same values."""
 
     def __init__(self, key: Array):
         _checks.check_key("key", key)
         self._key = key
-        self._traced = _checks.is_traced(key)
+        self._traced = False
         self._next = [0, 0]
         self._cached: dict[int, tuple[int, object]] = {}
 
@@ -63,6 +63,7 @@ class _Draws:
         hit = self._cached.get(stream)
         if hit is None or hit[0] != index:
             chunk = _chunk(self._key, index, stream)
+            self._traced = _checks.is_traced(chunk)  # the same for every chunk of one build
             hit = self._cached[stream] = (index, chunk if self._traced else np.asarray(chunk))
         return hit[1]
 

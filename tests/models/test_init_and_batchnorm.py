@@ -116,9 +116,14 @@ def test_weights_are_a_deterministic_function_of_the_key_also_under_jit():
     b, _ = build(key=jax.random.key(1))
     c, _ = build(key=jax.random.key(2))
     j, sj = eqx.filter_jit(lambda k: build(key=k))(jax.random.key(1))
+    key = jax.random.key(1)
+    closed, _ = eqx.filter_jit(lambda: build(key=key))()  # a concrete key closed over, traced build
     leaves = lambda m: jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_array))  # noqa: E731
     chex.assert_trees_all_equal(leaves(a), leaves(b))
     chex.assert_trees_all_equal(leaves(a), leaves(j))  # traced key: the same values
+    chex.assert_trees_all_equal(leaves(a), leaves(closed))
+    shapes = jax.eval_shape(lambda: models.efficientnet("b0", key=key))
+    assert models.count_params(shapes[0]) == 5_288_548
     chex.assert_trees_all_equal(sa, sj)
     assert not np.array_equal(a.stem.weight, c.stem.weight)
     # a raw uint32[2] key (jax.random.PRNGKey) is a key too
