@@ -38,6 +38,8 @@ class Mutant(NamedTuple):
 RA = ("tests/test_randaugment_draws.py", "tests/test_randaugment.py",
       "tests/test_randaugment_levels.py")
 
+MODEL = ("tests/models/test_noise_reaches_student.py",)
+
 MUTANTS: tuple[Mutant, ...] = (
     # ---- losses
     Mutant("hard CE: an out-of-range traced label reads a clipped class instead of NaN",
@@ -76,6 +78,36 @@ MUTANTS: tuple[Mutant, ...] = (
            "limits = jnp.broadcast_to(jnp.asarray([height, width], jnp.int32), (*shape, 2))",
            "limits = jnp.broadcast_to(jnp.asarray([height - 1, width], jnp.int32), (*shape, 2))",
            RA),
+    # ---- model noise and initialisation
+    Mutant("classifier dropout takes the drop-path rate",
+           "nsjax/models/_efficientnet.py",
+           "pooled = dropout(k_drop, pooled, self.config.dropout_rate, train=train)",
+           "pooled = dropout(k_drop, pooled, self.config.drop_path_rate, train=train)", MODEL),
+    Mutant("every block draws drop-path from one shared key",
+           "nsjax/models/_efficientnet.py",
+           "block(h, state, key=None if keys is None else keys[i], train=train)",
+           "block(h, state, key=None if keys is None else keys[0], train=train)", MODEL),
+    Mutant("drop-path rate rule i / (N + 1)",
+           "nsjax/noise/_depth.py", "return tuple(max_rate * i / num_blocks for i in range(num_blocks))",
+           "return tuple(max_rate * i / (num_blocks + 1) for i in range(num_blocks))",
+           ("tests/models/test_noise_reaches_student.py", "tests/test_noise_depth.py")),
+    Mutant("drop-path keeps with probability rate instead of 1 - rate",
+           "nsjax/noise/_depth.py", "keep = jax.random.uniform(key, mask_shape) < survival",
+           "keep = jax.random.uniform(key, mask_shape) < jnp.maximum(1.0 - survival, 1e-3)",
+           ("tests/test_noise_depth.py",)),
+    Mutant("convolution init scale from fan_in",
+           "nsjax/models/_layers.py",
+           "std = conv_init_std(kernel, out_channels, groups)",
+           "std = conv_init_std(kernel, in_channels, groups)",
+           ("tests/models/test_init_and_batchnorm.py",)),
+    Mutant("BN running statistics move by momentum instead of 1 - momentum",
+           "nsjax/models/_layers.py", "(m * run_mean + (1 - m) * lax.stop_gradient(mean),",
+           "((1 - m) * run_mean + m * lax.stop_gradient(mean),",
+           ("tests/models/test_init_and_batchnorm.py",)),
+    Mutant("BN epsilon outside the square root",
+           "nsjax/models/_layers.py", "mult = self.scale * lax.rsqrt(var + self.eps)",
+           "mult = self.scale / (jnp.sqrt(var) + self.eps)",
+           ("tests/models/test_init_and_batchnorm.py",)),
     # ---- balance
     Mutant("balance keeps samples just below min_confidence (threshold rounded down)",
            "nsjax/balance.py", "return x if float(x) >= t else np.nextafter(x, np.float32(np.inf))",
