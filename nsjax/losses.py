@@ -173,8 +173,7 @@ def pseudo_labels(
     _check_logits("teacher_logits", teacher_logits)
     temperature = _checks.check_number("temperature", temperature, minimum=0.0, min_open=True,
                                        traced_ok=True)
-    if not isinstance(hard, bool):
-        raise TypeError(f"hard must be a bool, got {type(hard).__name__}")
+    hard = _checks.check_bool("hard", hard)
 
     logits = jnp.asarray(teacher_logits, jnp.float32)
     if hard:

@@ -80,3 +80,11 @@ def test_images():
         _checks.check_images("x", np.zeros((4, 4, 3), np.uint8), dtypes=("uint8",))
     with pytest.raises(ValueError, match=r"with H, W >= 1, got \(1, 4, 4, 1\)"):
         _checks.check_images("x", np.zeros((1, 4, 4, 1), np.uint8), dtypes=("uint8",))
+
+
+def test_flags_are_python_or_numpy_bools():
+    assert _checks.check_bool("flag", np.bool_(True)) is True
+    assert _checks.check_bool("flag", False) is False
+    for bad in (1, "yes", None, np.asarray([True])):
+        with pytest.raises(TypeError, match="flag must be a bool, got"):
+            _checks.check_bool("flag", bad)

@@ -181,7 +181,7 @@ def test_key_is_needed_only_when_noise_is_drawn(fn):
 @pytest.mark.parametrize("fn", [noise.drop_path, noise.dropout])
 @pytest.mark.parametrize("train", ["yes", None, 1])
 def test_train_must_be_a_bool(fn, train):
-    with pytest.raises(TypeError, match="train must be a Python bool"):
+    with pytest.raises(TypeError, match="train must be a bool"):
         fn(KEY, jnp.ones((4, 2)), 0.5, train=train)
 
 

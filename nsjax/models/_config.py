@@ -11,7 +11,6 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-import numpy as np
 
 from nsjax import _checks
 from nsjax.noise import stochastic_depth_rates
@@ -142,9 +141,7 @@ class EfficientNetConfig:
             _set(self, name, _checks.check_positive_int(name, getattr(self, name), minimum=32))
         for name in ("stem_channels", "head_channels", "depth_divisor"):
             _set(self, name, _checks.check_positive_int(name, getattr(self, name)))
-        if not isinstance(self.small_image, (bool, np.bool_)):
-            raise TypeError(f"small_image must be a bool, got {type(self.small_image).__name__}")
-        _set(self, "small_image", bool(self.small_image))
+        _set(self, "small_image", _checks.check_bool("small_image", self.small_image))
         blocks = self.blocks
         if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence):
             raise TypeError(f"blocks must be a sequence of BlockArgs, got {type(blocks).__name__}")

@@ -7,7 +7,6 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
 
 from nsjax import _checks
@@ -180,9 +179,7 @@ def _fresh(state: eqx.nn.State) -> eqx.nn.State:
 
 def _check_call(model: EfficientNet, x, state, key, train) -> None:
     """The arguments of a model call, checked before any work."""
-    if not isinstance(train, (bool, np.bool_)):
-        raise TypeError(f"train must be a Python bool (it selects what is computed), got "
-                        f"{type(train).__name__}")  # fmt: skip
+    _checks.check_bool("train", train)
     batch, _, _ = _checks.check_images("x", x, dtypes=("floating",), min_side=32)
     if train:
         _checks.check_key("key", key)

@@ -11,17 +11,11 @@ from jax.typing import ArrayLike
 from nsjax import _checks
 
 
-def _check_train(train) -> None:
-    if not isinstance(train, (bool, np.bool_)):
-        raise TypeError(f"train must be a Python bool (it selects what is computed), got "
-                        f"{type(train).__name__}")  # fmt: skip
-
-
 def _apply(key, x: ArrayLike, rate, train, mask_shape) -> Array:
     """`x * keep / (1 - rate)`, `keep ~ Bernoulli(1 - rate)` of `mask_shape` (broadcast over
     `x`); `x` itself when not `train` or `rate == 0`; NaN everywhere for a traced rate outside
     [0, 1] (or NaN)."""
-    _check_train(train)
+    train = _checks.check_bool("train", train)
     rate = _checks.check_number("rate", rate, minimum=0.0, maximum=1.0, traced_ok=True)
     x = jnp.asarray(x)
     if not train or (isinstance(rate, float) and rate == 0.0):

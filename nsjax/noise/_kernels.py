@@ -82,13 +82,6 @@ def per_image(name: str, value: Any, batch: int, *, integer: bool) -> jax.Array:
     return jnp.broadcast_to(jnp.asarray(value, jnp.float32), (batch,))
 
 
-def check_flag(name: str, value: Any) -> bool:
-    """A Python or NumPy bool (it selects what is computed)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return bool(value)
-
-
 def _col(x: jax.Array) -> jax.Array:
     """`[B]` -> `[B, 1, 1, 1]`, to broadcast against images."""
     return x[:, None, None, None]

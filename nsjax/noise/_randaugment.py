@@ -630,7 +630,7 @@ def randaugment(
         ops=ops, height=height, width=width, fill=_kernels.check_fill(fill),
         translate_const=_number("translate_const", translate_const, maximum=_MAX_CONSTANT),
         cutout_const=_number("cutout_const", cutout_const, maximum=_MAX_CONSTANT),
-        tf_compat=_kernels.check_flag("tf_compat", tf_compat),
+        tf_compat=_checks.check_bool("tf_compat", tf_compat),
     )
     magnitude_std = _number("magnitude_std", magnitude_std, maximum=_MAX_MAGNITUDE)
     if magnitude + _STD_REACH * magnitude_std > _MAX_MAGNITUDE:

@@ -45,7 +45,6 @@ from nsjax.noise._kernels import (
     auto_contrast_kernel,
     brightness_kernel,
     check_fill,
-    check_flag,
     check_images,
     check_side,
     color_kernel,
@@ -87,7 +86,7 @@ def auto_contrast(images: jax.Array, *, tf_compat: bool = False) -> jax.Array:
     **Returns:** `uint8[B, H, W, 3]`.
     """
     check_images(images)
-    return auto_contrast_kernel(jnp.asarray(images), check_flag("tf_compat", tf_compat))
+    return auto_contrast_kernel(jnp.asarray(images), _checks.check_bool("tf_compat", tf_compat))
 
 
 def equalize(images: jax.Array) -> jax.Array:
@@ -136,7 +135,7 @@ def posterize(images: jax.Array, bits: Any, *, tf_compat: bool = False) -> jax.A
     """
     batch, _, _ = check_images(images)
     bits = per_image("bits", bits, batch, integer=True)
-    shift = posterize_shift(bits, check_flag("tf_compat", tf_compat))
+    shift = posterize_shift(bits, _checks.check_bool("tf_compat", tf_compat))
     return posterize_kernel(jnp.asarray(images), shift)
 
 
@@ -156,7 +155,7 @@ def solarize(images: jax.Array, threshold: Any, *, tf_compat: bool = False) -> j
     """
     batch, _, _ = check_images(images)
     threshold = per_image("threshold", threshold, batch, integer=True)
-    threshold = solarize_threshold(threshold, check_flag("tf_compat", tf_compat))
+    threshold = solarize_threshold(threshold, _checks.check_bool("tf_compat", tf_compat))
     return solarize_kernel(jnp.asarray(images), threshold)
 
 
@@ -194,7 +193,7 @@ def color(images: jax.Array, factor: Any, *, tf_compat: bool = False) -> jax.Arr
     """
     batch, _, _ = check_images(images)
     factor = per_image("factor", factor, batch, integer=False)
-    return color_kernel(jnp.asarray(images), factor, check_flag("tf_compat", tf_compat))
+    return color_kernel(jnp.asarray(images), factor, _checks.check_bool("tf_compat", tf_compat))
 
 
 def contrast(images: jax.Array, factor: Any, *, tf_compat: bool = False) -> jax.Array:
@@ -215,7 +214,7 @@ def contrast(images: jax.Array, factor: Any, *, tf_compat: bool = False) -> jax.
     batch, _, _ = check_images(images)
     check_side(images, "contrast")
     factor = per_image("factor", factor, batch, integer=False)
-    return contrast_kernel(jnp.asarray(images), factor, check_flag("tf_compat", tf_compat))
+    return contrast_kernel(jnp.asarray(images), factor, _checks.check_bool("tf_compat", tf_compat))
 
 
 def brightness(images: jax.Array, factor: Any) -> jax.Array:
@@ -249,7 +248,7 @@ def sharpness(images: jax.Array, factor: Any, *, tf_compat: bool = False) -> jax
     """
     batch, _, _ = check_images(images)
     factor = per_image("factor", factor, batch, integer=False)
-    return sharpness_kernel(jnp.asarray(images), factor, check_flag("tf_compat", tf_compat))
+    return sharpness_kernel(jnp.asarray(images), factor, _checks.check_bool("tf_compat", tf_compat))
 
 
 def _warp(images: jax.Array, name: str, value: Any, fill: int, tf_compat: bool,
@@ -259,7 +258,7 @@ def _warp(images: jax.Array, name: str, value: Any, fill: int, tf_compat: bool,
     `_tf_geometry` and sample the nearest pixel (outside: `fill`)."""
     batch, height, width = check_images(images)
     check_side(images, "the geometric ops")
-    geometry = _tf_geometry if check_flag("tf_compat", tf_compat) else _pil_geometry
+    geometry = _tf_geometry if _checks.check_bool("tf_compat", tf_compat) else _pil_geometry
     value = per_image(name, value, batch, integer=False)
     fill = check_fill(fill)
     maps = maps_of(geometry, value, height, width)

@@ -134,8 +134,8 @@ def test_a_state_of_another_model_is_refused_naming_state_and_the_shapes():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(train="yes"), TypeError, "train must be a Python bool"),
-        (dict(train=None), TypeError, "train must be a Python bool"),
+        (dict(train="yes"), TypeError, "train must be a bool"),
+        (dict(train=None), TypeError, "train must be a bool"),
         (dict(train=True), TypeError, "key must be a jax.random key"),
         (dict(train=True, key=jnp.zeros(3)), TypeError, "key must be a jax.random key"),
         (dict(train=True, key=KEY, x=jnp.zeros((0, 32, 32, 3))), ValueError,
