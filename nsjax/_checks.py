@@ -71,6 +71,14 @@ def check_probability(name: str, value, *, allow_one: bool = True) -> float:
 
 
 def check_positive_int(name: str, value, *, minimum: int = 1) -> int:
+    """A concrete int >= `minimum`: a Python int, a NumPy integer or a 0-d integer array (it
+    sets shapes or how much is computed, so a traced value is refused); returns a Python int."""
+    if is_traced(value):
+        raise TypeError(f"{name} must be a concrete int (it sets what is computed), got a traced "
+                        f"value of dtype {value.dtype}")
+    if (hasattr(value, "shape") and hasattr(value, "dtype") and tuple(value.shape) == ()
+            and np.issubdtype(np.dtype(value.dtype), np.integer)):
+        value = value.item() if hasattr(value, "item") else int(value)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < minimum:

@@ -88,3 +88,20 @@ def test_flags_are_python_or_numpy_bools():
     for bad in (1, "yes", None, np.asarray([True])):
         with pytest.raises(TypeError, match="flag must be a bool, got"):
             _checks.check_bool("flag", bad)
+
+
+def test_counts_accept_every_int_form_and_refuse_traced_ones():
+    for value in (3, np.int32(3), np.asarray(3), jnp.asarray(3)):
+        got = _checks.check_positive_int("n", value)
+        assert type(got) is int and got == 3
+    for bad, error in ((2.0, TypeError), (True, TypeError), (np.asarray(2.5), TypeError),
+                       (0, ValueError)):
+        with pytest.raises(error, match="n must be"):
+            _checks.check_positive_int("n", bad)
+
+    def traced(n):
+        with pytest.raises(TypeError, match="n must be a concrete int"):
+            _checks.check_positive_int("n", n)
+        return n
+
+    jax.jit(traced)(3)

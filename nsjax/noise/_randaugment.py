@@ -108,18 +108,6 @@ def _number(name: str, value: Any, *, maximum: float) -> float:
     return _checks.check_number(name, value, minimum=0.0, maximum=maximum)
 
 
-def _count(name: str, value: Any, *, minimum: int) -> int:
-    """A concrete int >= minimum (a Python int, NumPy integer or 0-d integer array): it sets
-    shapes or how much is computed, so a traced value cannot be used."""
-    if _checks.is_traced(value):
-        raise TypeError(f"{name} must be a concrete int (it sets what is computed), got a traced "
-                        f"value of dtype {value.dtype}")
-    if (hasattr(value, "shape") and hasattr(value, "dtype") and tuple(value.shape) == ()
-            and np.issubdtype(np.dtype(value.dtype), np.integer)):
-        value = int(value)
-    return _checks.check_positive_int(name, value, minimum=minimum)
-
-
 def _check_ops(ops: Any) -> tuple[str, ...]:
     if isinstance(ops, str) or not isinstance(ops, Sequence):
         raise TypeError(f"ops must be a tuple of op names, got {type(ops).__name__}")
@@ -221,9 +209,9 @@ def randaugment_ops(key: jax.Array, batch: int, num_layers: int, num_ops: int) -
     **Returns:** int32 `[num_layers, batch]`.
     """
     _checks.check_key("key", key)
-    batch = _count("batch", batch, minimum=0)
-    num_layers = _count("num_layers", num_layers, minimum=0)
-    num_ops = _count("num_ops", num_ops, minimum=1)
+    batch = _checks.check_positive_int("batch", batch, minimum=0)
+    num_layers = _checks.check_positive_int("num_layers", num_layers, minimum=0)
+    num_ops = _checks.check_positive_int("num_ops", num_ops, minimum=1)
     return jax.random.randint(key, (num_layers, batch), 0, num_ops, dtype=jnp.int32)
 
 
@@ -541,8 +529,8 @@ def relative_constants(height: int, width: int) -> dict[str, float]:
 
     **Returns:** `dict(translate_const=float, cutout_const=float)`.
     """
-    height = _count("height", height, minimum=1)
-    width = _count("width", width, minimum=1)
+    height = _checks.check_positive_int("height", height, minimum=1)
+    width = _checks.check_positive_int("width", width, minimum=1)
     side = min(height, width)
     return {"translate_const": _REFERENCE_TRANSLATE * side / _REFERENCE_SIDE,
             "cutout_const": _REFERENCE_CUTOUT * side / _REFERENCE_SIDE}
@@ -621,7 +609,7 @@ def randaugment(
     """
     _checks.check_key("key", key)
     _, height, width = _kernels.check_images(images)
-    num_layers = _count("num_layers", num_layers, minimum=0)
+    num_layers = _checks.check_positive_int("num_layers", num_layers, minimum=0)
     magnitude = _number("magnitude", magnitude, maximum=_MAX_MAGNITUDE)
     ops = _check_ops(ops)
     if set(ops).intersection((*_GEOMETRIC, "Contrast")):
@@ -661,7 +649,7 @@ def random_cutout(key: jax.Array, images: jax.Array, size: int, *, fill: int = 1
     """
     _checks.check_key("key", key)
     batch, height, width = _kernels.check_images(images)
-    size = _count("size", size, minimum=0)
+    size = _checks.check_positive_int("size", size, minimum=0)
     fill = _kernels.check_fill(fill)
     if batch == 0:
         return jnp.asarray(images)
