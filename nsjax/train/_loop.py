@@ -1,0 +1,323 @@
+"""`fit`: the training loop. Read top to bottom: check the inputs, build or resume the state,
+step, log, evaluate, checkpoint, export the EMA model as the next teacher."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from nsjax import _checks
+from nsjax.train._batches import check_arrays, eval_batches, train_batches
+from nsjax.train._checkpoint import Checkpointer
+from nsjax.train._config import TrainConfig, atomic_write_text
+from nsjax.train._mesh import jit_steps, make_mesh, shard_batch, state_shardings
+from nsjax.train._state import TrainState, ema_model, init_state
+from nsjax.train._teacher import Teacher, export_teacher
+
+Arrays = Mapping[str, np.ndarray]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or the gradient norm became NaN or infinite; the run stopped."""
+
+
+# ----------------------------------------------------------------------------- input checks
+def _check_inputs(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None,
+                  test: Arrays | None, teacher: Teacher | None) -> None:  # fmt: skip
+    """Everything `fit` can check before any work, each error naming the argument."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    size, c = config.image_size, config.num_classes
+    n = check_arrays("labeled", labeled, image_keys=("images",))
+    if set(labeled) != {"images", "labels"}:
+        raise ValueError(f"labeled must hold exactly 'images' and 'labels', got {sorted(labeled)}")
+    _check_size("labeled['images']", labeled["images"], size)
+    _check_labels("labeled['labels']", labeled["labels"], c)
+    if n < config.labeled_batch:
+        raise ValueError(f"labeled must hold at least one batch ({config.labeled_batch}), got {n}")
+    if config.unlabeled_batch == 0:
+        if unlabeled is not None or teacher is not None:
+            raise ValueError("unlabeled data or a teacher was given but config.unlabeled_ratio "
+                             "is 0 (supervised training)")
+    else:
+        if unlabeled is None:
+            raise ValueError(f"unlabeled must be given: config.unlabeled_ratio = "
+                             f"{config.unlabeled_ratio}")
+        allowed = {"images", "teacher_images"} | ({"targets"} if teacher is None else set())
+        check_arrays("unlabeled", unlabeled, image_keys=("images", "teacher_images"))
+        if "images" not in unlabeled or not set(unlabeled) <= allowed:
+            raise ValueError(f"unlabeled must hold 'images' and {sorted(allowed - {'images'})} "
+                             f"({'offline' if teacher is None else 'online teacher'}), got "
+                             f"{sorted(unlabeled)}")
+        _check_size("unlabeled['images']", unlabeled["images"], size)
+        if teacher is None and "targets" not in unlabeled:
+            raise ValueError("unlabeled['targets'] is missing: offline training needs the "
+                             "teacher's targets, or pass teacher= for online targets")
+        if "targets" in unlabeled and np.ndim(unlabeled["targets"]) == 1:
+            _check_labels("unlabeled['targets']", unlabeled["targets"], c)
+        if teacher is not None:
+            if not isinstance(teacher, Teacher):
+                raise TypeError(f"teacher must be an nsjax.train.Teacher, got "
+                                f"{type(teacher).__name__}")
+            if teacher.num_classes != c:
+                raise ValueError(f"teacher must have the student's class count {c}, got a "
+                                 f"teacher of {teacher.num_classes} classes")
+    if test is not None:
+        check_arrays("test", test, image_keys=("images",))
+        if set(test) != {"images", "labels"}:
+            raise ValueError(f"test must hold exactly 'images' and 'labels', got {sorted(test)}")
+        _check_labels("test['labels']", test["labels"], c)
+
+
+def _check_size(name: str, images, size: int) -> None:
+    got = _checks.shape_of(images)[1:3]
+    if got != (size, size):
+        raise ValueError(f"{name} must be {size}x{size} (the student's training resolution, "
+                         f"config.image_size), got {got[0]}x{got[1]}")
+
+
+def _check_labels(name: str, labels, num_classes: int) -> None:
+    _checks.check_integer(name, labels)
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{name} must be class indices in [0, {num_classes}), got values in "
+                         f"[{labels.min()}, {labels.max()}]")
+
+
+# ----------------------------------------------------------------------------- run folder
+def _prepare_out_dir(out_dir: str, config: TrainConfig) -> None:
+    """Create `out_dir` and save the config; a folder holding another run's config is refused
+    (resuming needs the same config)."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "config.json")
+    if os.path.exists(path):
+        saved = TrainConfig.load(path)
+        if saved != config:
+            diff = [f.name for f in dataclasses.fields(config)
+                    if getattr(saved, f.name) != getattr(config, f.name)]  # fmt: skip
+            raise ValueError(f"out_dir {out_dir!r} holds a run with another config (fields "
+                             f"{diff} differ); resume with the same config or use a new out_dir")
+    elif jax.process_index() == 0:
+        config.save(path)
+
+
+class _Log:
+    """Metrics as JSON lines in `out_dir/metrics.jsonl` and a progress display (process 0)."""
+
+    def __init__(self, out_dir: str, total: int, start: int, enabled: bool):
+        self.enabled = enabled
+        self.path = os.path.join(out_dir, "metrics.jsonl")
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+    def write(self, record: dict[str, Any], done: int) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                                  if k in ("loss", "learning_rate", "images_per_second",
+                                           "test_top1")})  # fmt: skip
+            self.bar.update(done - self.bar.n)
+        else:
+            print(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in record.items()), file=sys.stderr, flush=True)  # fmt: skip
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _StopRequest:
+    """Ctrl-C (SIGINT) asks the loop to stop after the current step and checkpoint."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: no handler, Ctrl-C behaves as usual
+            self.previous = None
+        return self
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# ----------------------------------------------------------------------------- the loop
+def evaluate(steps, state: TrainState, test: Arrays, batch_size: int) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (fractions) of the EMA model over all of `test`."""
+    totals = np.zeros(3)
+    for batch in eval_batches(test, batch_size):
+        counts = steps.eval(state, shard_batch(batch, steps.mesh))
+        totals += [float(counts["top1"]), float(counts["top5"]), float(counts["count"])]
+    return dict(test_top1=totals[0] / totals[2], test_top5=totals[1] / totals[2])
+
+
+def _step_batch(labeled_it, unlabeled_it) -> dict[str, np.ndarray]:
+    batch = dict(next(labeled_it))
+    if unlabeled_it is not None:
+        names = dict(images="unlabeled_images", targets="unlabeled_targets",
+                     teacher_images="teacher_images")  # fmt: skip
+        batch.update({names[k]: v for k, v in next(unlabeled_it).items()})
+    return batch
+
+
+def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
+        test: Arrays | None = None, *, teacher: Teacher | None = None, out_dir: str,
+        key: jax.Array | None = None, mesh: jax.sharding.Mesh | None = None
+        ) -> tuple[TrainState, dict[str, Any]]:  # fmt: skip
+    """Train a student; rerun the same call after a crash or a kill to continue.
+
+    Writes into `out_dir`: `config.json`, `metrics.jsonl` (one JSON object per log step and
+    per evaluation), `checkpoints/` (orbax: the whole `TrainState` and the input iterators'
+    positions, every `checkpoint_every` steps and at the end, the last `keep_checkpoints`
+    kept), `teacher.eqx` (the EMA model, `load_teacher` reads it as the next generation's
+    teacher) and `summary.json`. A folder holding a checkpoint of the same config resumes from
+    it, bitwise as if never stopped. A non-finite loss stops the run (`NonFiniteLossError`,
+    the last good checkpoint kept); Ctrl-C checkpoints, then raises `KeyboardInterrupt`.
+
+    **Arguments:**
+
+    - `config`: the run's `TrainConfig`; `steps_per_epoch` None is set to
+      `len(labeled) // labeled_batch`.
+    - `labeled`: `images` uint8 `[N, S, S, 3]` (`S = config.image_size`, already cropped) and
+      `labels` int `[N]`.
+    - `unlabeled`: with `config.unlabeled_ratio > 0`: `images` uint8 `[M, S, S, 3]` and either
+      `targets` (offline: float `[M, C]` or int `[M]`) or, with a `teacher`, optionally
+      `teacher_images` uint8 `[M, H_t, W_t, 3]` (the teacher's clean view).
+    - `test`: `images` uint8 `[T, H, W, 3]` and `labels` int `[T]`, evaluated with the EMA
+      model every `eval_every` steps and at the end.
+    - `teacher`: a `Teacher` for online targets.
+    - `out_dir`: the run's folder.
+    - `key`: the run's `jax.random` key (default `jax.random.key(config.seed)`).
+    - `mesh`: default `make_mesh()` over every device of every process.
+
+    **Returns:** `(state, summary)`: the final `TrainState` and the dict in `summary.json`.
+    """
+    _check_inputs(config, labeled, unlabeled, test, teacher)
+    if config.steps_per_epoch is None:
+        n = _checks.shape_of(labeled["labels"])[0]
+        config = dataclasses.replace(config, steps_per_epoch=n // config.labeled_batch)
+    key = jax.random.key(config.seed) if key is None else key
+    _checks.check_key("key", key)
+    mesh = make_mesh() if mesh is None else mesh
+    _prepare_out_dir(out_dir, config)
+    writer = jax.process_index() == 0
+
+    steps = jit_steps(eqx.filter_eval_shape(init_state, config, key), mesh)
+    if teacher is not None:
+        teacher = jax.device_put(teacher, state_shardings(teacher, mesh, fsdp=config.fsdp))
+    labeled_it = train_batches(labeled, config.labeled_batch, seed=config.seed)
+    unlabeled_it = (None if unlabeled is None else
+                    train_batches(unlabeled, config.unlabeled_batch, seed=config.seed + 1))
+    checkpoint_dir = os.path.join(out_dir, "checkpoints")
+    checkpoints = Checkpointer(checkpoint_dir, keep=config.keep_checkpoints)
+    state = _start(checkpoints, steps, config, key, labeled_it, unlabeled_it)
+
+    total = config.total_steps
+    log = _Log(out_dir, total, int(state.step), writer)
+    t_start, start_step = time.perf_counter(), int(state.step)
+    t_log, step_log = t_start, start_step
+    images_per_step = config.labeled_batch + config.unlabeled_batch
+    record: dict[str, Any] = {}
+    try:
+        with _StopRequest() as stop:
+            for step in range(start_step, total):
+                batch = shard_batch(_step_batch(labeled_it, unlabeled_it), mesh)
+                state, metrics = steps.train(state, batch, teacher)
+                done = step + 1
+                last = done == total
+                if done % config.log_every == 0 or last or stop.requested:
+                    record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                    _check_finite(record, done, checkpoints, checkpoint_dir)
+                    now = time.perf_counter()
+                    record.update(step=done, images_per_second=(done - step_log)
+                                  * images_per_step / max(now - t_log, 1e-9))  # fmt: skip
+                    t_log, step_log = now, done
+                    log.write(record, done)
+                if test is not None and config.eval_every and done % config.eval_every == 0 and not last:
+                    log.write(dict(step=done, **evaluate(steps, state, test, config.labeled_batch)), done)
+                if (config.checkpoint_every and done % config.checkpoint_every == 0) or stop.requested:
+                    if done % config.log_every:
+                        _check_finite({k: float(v) for k, v in jax.device_get(metrics).items()},
+                                      done, checkpoints, checkpoint_dir)  # fmt: skip
+                    _save(checkpoints, done, state, labeled_it, unlabeled_it)
+                if stop.requested:
+                    checkpoints.wait()
+                    raise KeyboardInterrupt(f"stopped at step {done}; checkpoint saved in "
+                                            f"{checkpoint_dir}; rerun to resume")
+        _save(checkpoints, total, state, labeled_it, unlabeled_it)
+        checkpoints.wait()
+    finally:
+        log.close()
+        checkpoints.close()
+
+    summary = dict(steps=int(state.step), train_seconds=time.perf_counter() - t_start,
+                   final=record)  # fmt: skip
+    if test is not None:
+        summary.update(evaluate(steps, state, test, config.labeled_batch))
+        log.write(dict(step=int(state.step), **{k: summary[k] for k in ("test_top1", "test_top5")}),
+                  int(state.step))
+    if writer:
+        model, bn_state = ema_model(state)
+        export_teacher(os.path.join(out_dir, "teacher.eqx"), model, bn_state,
+                       metadata=dict(train_config=json.loads(config.to_json()),
+                                     **{k: v for k, v in summary.items() if k != "final"}))
+        atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1) + "\n")
+    return state, summary
+
+
+def _start(checkpoints: Checkpointer, steps, config: TrainConfig, key, labeled_it, unlabeled_it
+           ) -> TrainState:  # fmt: skip
+    """The latest checkpoint's state and iterator positions, or a fresh state."""
+    if checkpoints.latest_step() is None:
+        return steps.place(init_state(config, key))
+    like = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        eqx.filter_eval_shape(init_state, config, key), steps.shardings)
+    state, data_state = checkpoints.restore(like)
+    labeled_it.set_state(data_state["labeled"])
+    if unlabeled_it is not None:
+        unlabeled_it.set_state(data_state["unlabeled"])
+    return state
+
+
+def _save(checkpoints: Checkpointer, step: int, state, labeled_it, unlabeled_it) -> None:
+    data_state = dict(labeled=labeled_it.get_state())
+    if unlabeled_it is not None:
+        data_state["unlabeled"] = unlabeled_it.get_state()
+    checkpoints.save(step, state, data_state=data_state)
+
+
+def _check_finite(record: dict[str, float], step: int, checkpoints: Checkpointer,
+                  checkpoint_dir: str) -> None:  # fmt: skip
+    bad = {k: v for k, v in record.items() if k in ("loss", "grad_norm") and not math.isfinite(v)}
+    if bad:
+        last = checkpoints.latest_step()
+        raise NonFiniteLossError(
+            f"{', '.join(f'{k} = {v}' for k, v in bad.items())} at step {step}: the run stopped. "
+            f"The last good checkpoint is "
+            f"{'none' if last is None else f'step {last} in {checkpoint_dir}'}; lower "
+            f"the learning rate or check the data before resuming."
+        )
