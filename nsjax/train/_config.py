@@ -10,7 +10,7 @@ import tempfile
 from typing import Any
 
 from nsjax import _checks
-from nsjax.models import VARIANTS, EfficientNetConfig, config_for
+from nsjax.models import VARIANTS, BlockArgs, EfficientNetConfig, config_for
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -20,7 +20,7 @@ LR_DECAYS = ("exponential", "cosine")
 BN_STATS = ("global", "replica")
 COMPUTE_DTYPES = ("bfloat16", "float32")
 
-_MODEL_FIELDS = ("width", "depth", "head_channels", "dropout_rate")
+_MODEL_FIELDS = ("width", "depth", "head_channels", "dropout_rate", "blocks")
 
 
 def _optional(check, name: str, value, **kwargs):
@@ -39,9 +39,13 @@ class TrainConfig:
     **Model:** `model` (a variant name, `b0` ... `l2`), `num_classes`, `resolution` (the
     student's training image side, None for the variant's `train_resolution`), `small_image`,
     and overrides of the variant (None keeps the variant's): `width`, `depth`,
-    `head_channels`, `dropout_rate`; `drop_path_rate` (0.2), `bn_momentum` (0.99), `bn_eps`
+    `head_channels`, `dropout_rate`, `blocks` (a tuple of `nsjax.models.BlockArgs`, the
+    unscaled stages: e.g. the first two of B0's for a model that compiles in seconds); `drop_path_rate` (0.2), `bn_momentum` (0.99), `bn_eps`
     (1e-3). `bn_debias` (True): keep the BN running statistics zero-debiased (right after
     short runs; equal to TF's at long ones); False keeps TF's biased running average.
+    `precise_bn_batches` (20): before each evaluation and the teacher export, the EMA model's
+    BN statistics are re-estimated over this many un-augmented labeled batches (the average
+    of the batch statistics, "precise BN"); 0 keeps the moving averages.
 
     **Data:** `labeled_batch` (global, `B_l`), `unlabeled_ratio` (`B_u = round(ratio * B_l)`;
     0 for supervised training), `steps_per_epoch` (labeled steps per epoch; `fit` sets it from
@@ -75,10 +79,12 @@ class TrainConfig:
     depth: float | None = None
     head_channels: int | None = None
     dropout_rate: float | None = None
+    blocks: tuple[BlockArgs, ...] | None = None
     drop_path_rate: float = 0.2
     bn_momentum: float = 0.99
     bn_eps: float = 1e-3
     bn_debias: bool = True
+    precise_bn_batches: int = 20
 
     labeled_batch: int = 2048
     unlabeled_ratio: float = 3.0
@@ -126,8 +132,9 @@ class TrainConfig:
             _checks.check_choice(name, getattr(self, name), choices)
         for name in ("small_image", "bn_debias", "hard_targets", "fsdp"):
             _checks.check_bool(name, getattr(self, name))
-        ints = dict(num_classes=1, labeled_batch=1, randaugment_layers=0, seed=0, log_every=1,
-                    eval_every=0, checkpoint_every=0, keep_checkpoints=1)  # fmt: skip
+        ints = dict(num_classes=1, labeled_batch=1, randaugment_layers=0, precise_bn_batches=0,
+                    seed=0, log_every=1, eval_every=0, checkpoint_every=0,
+                    keep_checkpoints=1)  # fmt: skip
         for name, minimum in ints.items():
             _set(self, name, _checks.check_positive_int(name, getattr(self, name), minimum=minimum))
         for name, minimum in (("resolution", 32), ("head_channels", 1), ("steps_per_epoch", 1)):
@@ -152,6 +159,8 @@ class TrainConfig:
         _set(self, "randaugment_magnitude", _optional(
             _checks.check_number, "randaugment_magnitude", self.randaugment_magnitude,
             minimum=0.0, maximum=1000.0))
+        if self.blocks is not None:
+            _set(self, "blocks", config_for(self.model, blocks=self.blocks).blocks)
         for name in ("mean", "std"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or len(value) != 3:
@@ -214,6 +223,8 @@ class TrainConfig:
         for name in ("mean", "std"):
             if name in data:
                 data[name] = tuple(data[name])
+        if data.get("blocks") is not None:
+            data["blocks"] = tuple(BlockArgs(**b) for b in data["blocks"])
         return cls(**data)
 
     def save(self, path: str | os.PathLike) -> None:

@@ -14,7 +14,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from nsjax import _checks
 from nsjax.train._state import TrainState
-from nsjax.train._step import eval_step, train_step
+from nsjax.train._state import ema_model
+from nsjax.train._step import batch_bn_statistics, eval_step, train_step
 
 DATA, MODEL = "data", "model"
 FSDP_MIN_SIZE = 2**12
@@ -110,6 +111,7 @@ class Steps:
     shardings: Any
     train: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
     eval: Callable[..., dict[str, jax.Array]]
+    bn_statistics: Callable[..., Any]
 
     def place(self, state: TrainState) -> TrainState:
         """`state` on the mesh with these shardings."""
@@ -131,5 +133,11 @@ def jit_steps(state: TrainState, mesh: Mesh) -> Steps:
     replicated = NamedSharding(mesh, P())
     train = jax.jit(train_step, donate_argnums=0, out_shardings=(shardings, replicated))
     evaluate = jax.jit(eval_step, out_shardings=replicated)
-    return Steps(mesh=mesh, shardings=shardings, train=train, eval=evaluate)
+
+    def ema_statistics(state, images, key):
+        model, bn_state = ema_model(state)
+        return batch_bn_statistics(model, bn_state, state.config, images, key)
+
+    return Steps(mesh=mesh, shardings=shardings, train=train, eval=evaluate,
+                 bn_statistics=jax.jit(ema_statistics, out_shardings=replicated))
 

@@ -32,7 +32,8 @@ def normalize(images: Array, mean, std, dtype) -> Array:
     **Returns:** `dtype[B, H, W, 3]`.
     """
     x = images.astype(jnp.float32)
-    x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    mean, std = (jnp.asarray(v, jnp.float32).reshape(1, 1, 1, 3) for v in (mean, std))
+    x = (x - mean) / std
     return x.astype(dtype)
 
 
@@ -223,9 +224,27 @@ def train_step(state: TrainState, batch: Batch, teacher: Teacher | None = None
         unlabeled_loss=unlabeled_loss,
         accuracy=jnp.mean((jnp.argmax(labeled_logits, -1) == labels).astype(jnp.float32)),
         learning_rate=jnp.asarray(learning_rate_schedule(config)(state.step), jnp.float32),
-        grad_norm=optax.global_norm(grads),
+        grad_norm=optax.tree.norm(grads),
     )
     return new, metrics
+
+
+# ----------------------------------------------------------------------------- precise BN
+def batch_bn_statistics(model, bn_state: eqx.nn.State, config: TrainConfig, images: Array,
+                        key: Array) -> eqx.nn.State:  # fmt: skip
+    """Every BN's statistics on one batch, as training computes them (train mode: drop-path on,
+    RandAugment off), in `bn_state`'s structure.
+
+    **Arguments:** `model`, `bn_state`: an `EfficientNet` and a state of its structure (the
+    values are not used); `config`: for `mean`, `std`, `compute_dtype`; `images`: uint8
+    `[B, H, W, 3]`, `B >= 1`; `key`: a `jax.random` key.
+
+    **Returns:** an `eqx.nn.State` holding each BN's batch mean and (biased) variance.
+    """
+    zeros = jax.tree.map(jnp.zeros_like, bn_state)
+    x = normalize(images, config.mean, config.std, jnp.dtype(config.compute_dtype))
+    _, moved = model(x, zeros, key=key, train=True)  # from 0, one update moves to (1 - m) * stats
+    return jax.tree.map(lambda v: v / (1.0 - config.bn_momentum), moved)
 
 
 # ----------------------------------------------------------------------------- eval / predict
