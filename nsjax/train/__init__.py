@@ -5,7 +5,7 @@ decay, EMA), orbax checkpoints with exact resume, teacher export, and the `fit` 
 from nsjax.train._batches import eval_batches, train_batches
 from nsjax.train._checkpoint import Checkpointer
 from nsjax.train._config import TrainConfig
-from nsjax.train._loop import NonFiniteLossError, evaluate, fit
+from nsjax.train._loop import NonFiniteLossError, evaluate, fit, precise_bn
 from nsjax.train._mesh import (
     Steps,
     batch_sharding,
@@ -32,6 +32,6 @@ __all__ = [
     "batch_sharding", "check_batch", "current_learning_rate", "ema_decay", "ema_model",
     "ema_update", "eval_batches", "eval_step", "evaluate", "export_teacher", "fit", "fsdp_spec",
     "init_state", "jit_steps", "learning_rate_schedule", "load_teacher", "make_mesh",
-    "make_optimizer", "normalize", "predict_step", "running_bn_state", "shard_batch",
+    "make_optimizer", "normalize", "precise_bn", "predict_step", "running_bn_state", "shard_batch",
     "state_shardings", "teacher_metadata", "train_batches", "train_step", "weight_decay_mask",
 ]  # fmt: skip
