@@ -53,22 +53,23 @@ class MBConv(eqx.Module):
         self.bn_project = BatchNorm(spec.out_channels, **bn)
         self.spec = spec
 
-    def __call__(self, x: Array, state: eqx.nn.State, *, key: Array | None, train: bool
-                 ) -> tuple[Array, eqx.nn.State]:  # fmt: skip
+    def __call__(self, x: Array, state: eqx.nn.State, *, key: Array | None, train: bool,
+                 bn_groups: int = 1) -> tuple[Array, eqx.nn.State]:  # fmt: skip
         """**Arguments:** `x`: float `[B, H, W, in]`; `state`; `key`: a `jax.random` key for
-        drop-path (used with `train` on a residual block with a rate > 0); `train`: bool.
+        drop-path (used with `train` on a residual block with a rate > 0); `train`: bool;
+        `bn_groups`: see `EfficientNet.__call__`.
 
         **Returns:** `(y, state)`, `y`: `[B, H / stride, W / stride, out]` in `x`'s dtype.
         """
         h = x
         if self.expand is not None:
-            h, state = self.bn_expand(self.expand(h), state, train=train)
+            h, state = self.bn_expand(self.expand(h), state, train=train, groups=bn_groups)
             h = jax.nn.swish(h)
-        h, state = self.bn_depthwise(self.depthwise(h), state, train=train)
+        h, state = self.bn_depthwise(self.depthwise(h), state, train=train, groups=bn_groups)
         h = jax.nn.swish(h)
         if self.se is not None:
             h = self.se(h)
-        h, state = self.bn_project(self.project(h), state, train=train)
+        h, state = self.bn_project(self.project(h), state, train=train, groups=bn_groups)
         if self.spec.residual:
             h = drop_path(key, h, self.spec.drop_path_rate, train=train) + x
         return h, state
@@ -122,29 +123,30 @@ class EfficientNet(eqx.Module):
         return self.classifier.bias.shape[0]
 
     def features(self, x: Array, state: eqx.nn.State, *, key: Array | None = None,
-                 train: bool) -> tuple[Array, eqx.nn.State]:  # fmt: skip
+                 train: bool, bn_groups: int = 1) -> tuple[Array, eqx.nn.State]:  # fmt: skip
         """The pooled embedding before dropout and the classifier.
 
         **Arguments:** as `__call__`.
 
         **Returns:** `(features, state)`: float32 `[B, config.head_out]` and the new state.
         """
-        _check_call(self, x, state, key, train)
-        return self._features(x, state, key, train)
+        bn_groups = _check_call(self, x, state, key, train, bn_groups)
+        return self._features(x, state, key, train, bn_groups)
 
-    def _features(self, x, state, key, train):
+    def _features(self, x, state, key, train, bn_groups):
         keys = jax.random.split(key, len(self.blocks)) if train else None
         state = _fresh(state)
-        h, state = self.bn_stem(self.stem(x), state, train=train)
+        h, state = self.bn_stem(self.stem(x), state, train=train, groups=bn_groups)
         h = jax.nn.swish(h)
         for i, block in enumerate(self.blocks):
-            h, state = block(h, state, key=None if keys is None else keys[i], train=train)
-        h, state = self.bn_head(self.head(h), state, train=train)
+            h, state = block(h, state, key=None if keys is None else keys[i], train=train,
+                             bn_groups=bn_groups)  # fmt: skip
+        h, state = self.bn_head(self.head(h), state, train=train, groups=bn_groups)
         h = jax.nn.swish(h)
         return jnp.mean(h, axis=(1, 2), dtype=jnp.float32), state
 
     def __call__(self, x: Array, state: eqx.nn.State, *, key: Array | None = None,
-                 train: bool) -> tuple[Array, eqx.nn.State]:  # fmt: skip
+                 train: bool, bn_groups: int = 1) -> tuple[Array, eqx.nn.State]:  # fmt: skip
         """Logits of a batch of images.
 
         `train=True`: every BN normalises with the batch's statistics and moves its running
@@ -160,12 +162,15 @@ class EfficientNet(eqx.Module):
         - `state`: the `eqx.nn.State` built with this model (or returned by its last call).
         - `key`: a `jax.random` key; required with `train=True`, unused otherwise.
         - `train`: Python bool.
+        - `bn_groups`: int >= 1 dividing `B`; with `train`, every BN normalises each of this
+          many consecutive slices of the batch with its own statistics (the official TPU
+          code's per-replica BN when the slices are the devices' shares; 1: the whole batch).
 
         **Returns:** `(logits, state)`: float32 `[B, num_classes]` and the new state.
         """
-        _check_call(self, x, state, key, train)
+        bn_groups = _check_call(self, x, state, key, train, bn_groups)
         k_feat, k_drop = jax.random.split(key) if train else (None, None)
-        pooled, state = self._features(x, state, k_feat, train)
+        pooled, state = self._features(x, state, k_feat, train, bn_groups)
         pooled = dropout(k_drop, pooled, self.config.dropout_rate, train=train)
         return self.classifier(pooled), state
 
@@ -177,16 +182,20 @@ def _fresh(state: eqx.nn.State) -> eqx.nn.State:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _check_call(model: EfficientNet, x, state, key, train) -> None:
-    """The arguments of a model call, checked before any work."""
+def _check_call(model: EfficientNet, x, state, key, train, bn_groups) -> int:
+    """The arguments of a model call, checked before any work; returns `bn_groups`."""
     _checks.check_bool("train", train)
     batch, _, _ = _checks.check_images("x", x, dtypes=("floating",), min_side=32)
+    bn_groups = _checks.check_positive_int("bn_groups", bn_groups)
     if train:
         _checks.check_key("key", key)
         if batch == 0:
             raise ValueError(f"x must hold at least one image when train=True (batch norm "
                              f"uses the batch's statistics), got shape {tuple(x.shape)}")
+        if batch % bn_groups:
+            raise ValueError(f"bn_groups must divide the batch size {batch}, got {bn_groups}")
     _check_state(model, state)
+    return bn_groups
 
 
 def _check_state(model: EfficientNet, state) -> None:

@@ -229,34 +229,52 @@ class BatchNorm(eqx.Module):
         self.momentum = _checks.check_number("momentum", momentum, minimum=0.0, maximum=1.0,
                                              max_open=True)  # fmt: skip
 
-    def __call__(self, x: Array, state: eqx.nn.State, *, train: bool) -> tuple[Array, eqx.nn.State]:
+    def __call__(self, x: Array, state: eqx.nn.State, *, train: bool, groups: int = 1
+                 ) -> tuple[Array, eqx.nn.State]:  # fmt: skip
         """**Arguments:** `x`: float `[..., C]` (with `train`, at least one element per
-        channel); `state`; `train`: Python bool.
+        channel); `state`; `train`: Python bool; `groups`: with `train`, split the batch
+        (axis 0, which it must divide) into this many consecutive groups, each normalised with
+        its own statistics (per-replica / "ghost" batch norm; the running statistics move by
+        the groups' average).
 
         **Returns:** `(y, state)`: `y` of `x`'s shape and dtype; the new state (moved running
         statistics with `train`, else `state` itself).
         """
-        if train:
-            axes = tuple(range(x.ndim - 1))
-            if math.prod(x.shape[:-1]) == 0:
-                raise ValueError(f"x must hold at least one example in train mode (batch "
-                                 f"statistics), got shape {tuple(x.shape)}")
-            xf = x.astype(jnp.float32)
-            mean = jnp.mean(xf, axes)
-            var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
-            run_mean, run_var = state.get(self.index)
-            m = self.momentum
-            state = state.set(
-                self.index,
-                (m * run_mean + (1 - m) * lax.stop_gradient(mean),
-                 m * run_var + (1 - m) * lax.stop_gradient(var)),
-            )  # fmt: skip
-        else:
+        if not train:
             mean, var = state.get(self.index)
+            return self._normalize(x, mean, var), state
+        if math.prod(x.shape[:-1]) == 0:
+            raise ValueError(f"x must hold at least one example in train mode (batch "
+                             f"statistics), got shape {tuple(x.shape)}")
+        if x.shape[0] % groups:
+            raise ValueError(f"groups must divide the batch size {x.shape[0]}, got {groups}")
+        xf = x.astype(jnp.float32)
+        if groups > 1:
+            xf = xf.reshape((groups, x.shape[0] // groups) + x.shape[1:])
+        axes = tuple(range(int(groups > 1), xf.ndim - 1))
+        mean = jnp.mean(xf, axes)
+        var = jnp.maximum(jnp.mean(jnp.square(xf), axes) - jnp.square(mean), 0.0)
+        run_mean, run_var = state.get(self.index)
+        batch_mean, batch_var = (jnp.mean(v, 0) if groups > 1 else v for v in (mean, var))
+        m = self.momentum
+        state = state.set(
+            self.index,
+            (m * run_mean + (1 - m) * lax.stop_gradient(batch_mean),
+             m * run_var + (1 - m) * lax.stop_gradient(batch_var)),
+        )  # fmt: skip
+        if groups == 1:
+            return self._normalize(x, mean, var), state
+        grouped = x.reshape((groups, x.shape[0] // groups) + x.shape[1:])
+        y = jax.vmap(self._normalize)(grouped, mean, var)
+        return y.reshape(x.shape), state
+
+    def _normalize(self, x: Array, mean: Array, var: Array) -> Array:
+        """`scale * (x - mean) * rsqrt(var + eps) + offset` in `x`'s dtype; `mean`, `var`:
+        float32 `[C]`."""
         mult = self.scale * lax.rsqrt(var + self.eps)
         shift = self.offset - mean * mult
         mult, shift = (_channels_last(v.astype(x.dtype), x.ndim) for v in (mult, shift))
-        return x * mult + shift, state
+        return x * mult + shift
 
 
 class SqueezeExcite(eqx.Module):

@@ -17,7 +17,6 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 OPTIMIZERS = ("rmsprop", "sgd", "adamw")
 LR_DECAYS = ("exponential", "cosine")
-BN_STATS = ("global", "replica")
 COMPUTE_DTYPES = ("bfloat16", "float32")
 
 _MODEL_FIELDS = ("width", "depth", "head_channels", "dropout_rate", "blocks")
@@ -64,8 +63,10 @@ class TrainConfig:
     `epsilon` (1e-3), `weight_decay` (1e-5, on convolution and dense kernels), `label_smoothing`
     (0.1), `grad_clip_norm` (None: off), `ema_decay` (0.9999).
 
-    **Sharding:** `fsdp` (False: parameters replicated), `bn_stats` (`global`: over the global
-    batch; `replica`: per device, as the official TPU code with <= 8 cores).
+    **Sharding:** `fsdp` (False: parameters replicated), `bn_groups` (1: BN statistics over
+    the global batch; G: each step's batch is laid out as G groups of `labeled_batch / G`
+    labeled + `unlabeled_batch / G` unlabeled images, each normalised with its own statistics:
+    per-replica BN, as the official TPU code with <= 8 cores, when G is the data-axis size).
 
     **Loop:** `seed`, `log_every`, `eval_every`, `checkpoint_every`, `keep_checkpoints`
     (steps; 0 turns evaluation / checkpoints off except at the end).
@@ -116,7 +117,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
 
     fsdp: bool = False
-    bn_stats: str = "global"
+    bn_groups: int = 1
 
     seed: int = 0
     log_every: int = 100
@@ -126,15 +127,15 @@ class TrainConfig:
 
     def __post_init__(self):
         _checks.check_choice("model", self.model, tuple(VARIANTS))
-        for name in ("optimizer", "lr_decay", "bn_stats", "compute_dtype"):
-            choices = {"optimizer": OPTIMIZERS, "lr_decay": LR_DECAYS, "bn_stats": BN_STATS,
+        for name in ("optimizer", "lr_decay", "compute_dtype"):
+            choices = {"optimizer": OPTIMIZERS, "lr_decay": LR_DECAYS,
                        "compute_dtype": COMPUTE_DTYPES}[name]  # fmt: skip
             _checks.check_choice(name, getattr(self, name), choices)
         for name in ("small_image", "bn_debias", "hard_targets", "fsdp"):
             _checks.check_bool(name, getattr(self, name))
         ints = dict(num_classes=1, labeled_batch=1, randaugment_layers=0, precise_bn_batches=0,
                     seed=0, log_every=1, eval_every=0, checkpoint_every=0,
-                    keep_checkpoints=1)  # fmt: skip
+                    keep_checkpoints=1, bn_groups=1)  # fmt: skip
         for name, minimum in ints.items():
             _set(self, name, _checks.check_positive_int(name, getattr(self, name), minimum=minimum))
         for name, minimum in (("resolution", 32), ("head_channels", 1), ("steps_per_epoch", 1)):
@@ -159,6 +160,10 @@ class TrainConfig:
         _set(self, "randaugment_magnitude", _optional(
             _checks.check_number, "randaugment_magnitude", self.randaugment_magnitude,
             minimum=0.0, maximum=1000.0))
+        for name, size in (("labeled_batch", self.labeled_batch),
+                           ("unlabeled_batch", self.unlabeled_batch)):
+            if size % self.bn_groups:
+                raise ValueError(f"bn_groups must divide {name} ({size}), got {self.bn_groups}")
         if self.blocks is not None:
             _set(self, "blocks", config_for(self.model, blocks=self.blocks).blocks)
         for name in ("mean", "std"):

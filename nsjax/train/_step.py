@@ -153,13 +153,30 @@ def _augment(config: TrainConfig, key: Array, images: Array) -> Array:
                              **noise.relative_constants(height, width))  # fmt: skip
 
 
+def _interleave(labeled: Array, unlabeled: Array, groups: int) -> Array:
+    """`[B_l, ...]` and `[B_u, ...]` as `groups` consecutive groups of `B_l / groups` labeled
+    then `B_u / groups` unlabeled rows (one group: labeled then unlabeled)."""
+    split = lambda a: a.reshape((groups, a.shape[0] // groups) + a.shape[1:])  # noqa: E731
+    both = jnp.concatenate([split(labeled), split(unlabeled)], axis=1)
+    return both.reshape((-1,) + labeled.shape[1:])
+
+
+def _deinterleave(rows: Array, b_l: int, groups: int) -> Array:
+    """The inverse of `_interleave`: the labeled rows first, then the unlabeled ones."""
+    grouped = rows.reshape((groups, -1) + rows.shape[1:])
+    per = b_l // groups
+    parts = (grouped[:, :per], grouped[:, per:])
+    return jnp.concatenate([p.reshape((-1,) + rows.shape[1:]) for p in parts], axis=0)
+
+
 def train_step(state: TrainState, batch: Batch, teacher: Teacher | None = None
                ) -> tuple[TrainState, dict[str, Array]]:  # fmt: skip
     """One optimisation step of the student under noise.
 
     Labeled and unlabeled images are augmented (RandAugment, per image, inside the step),
     normalised and concatenated into **one** forward pass in `config.compute_dtype`, so BN
-    statistics are shared between them as in the official code; dropout and drop-path come
+    statistics are shared between them as in the official code (per group of
+    `config.bn_groups`, each holding its share of both); dropout and drop-path come
     from the model in train mode. The loss is `nsjax.losses.noisy_student_loss` (labeled CE
     with `label_smoothing` + `unlabeled_ratio` x unlabeled CE), or the labeled CE alone when
     `unlabeled_ratio` is 0. Then the optimizer update, the EMA of the parameters and of the
@@ -185,10 +202,11 @@ def train_step(state: TrainState, batch: Batch, teacher: Teacher | None = None
     b_l, b_u = config.labeled_batch, config.unlabeled_batch
     k_aug, k_model = jax.random.split(jax.random.fold_in(state.key, state.step))
 
+    groups = config.bn_groups
     images = batch["images"]
     if b_u:
         targets = _targets(config, batch, teacher)
-        images = jnp.concatenate([images, batch["unlabeled_images"]], axis=0)
+        images = _interleave(images, batch["unlabeled_images"], groups)
     x = normalize(_augment(config, k_aug, images), config.mean, config.std,
                   jnp.dtype(config.compute_dtype))  # fmt: skip
     labels = jnp.asarray(batch["labels"])
@@ -196,7 +214,9 @@ def train_step(state: TrainState, batch: Batch, teacher: Teacher | None = None
 
     def loss_fn(params):
         model = eqx.combine(params, static)
-        logits, bn_state = model(x, state.bn_state, key=k_model, train=True)
+        logits, bn_state = model(x, state.bn_state, key=k_model, train=True, bn_groups=groups)
+        if b_u:
+            logits = _deinterleave(logits, b_l, groups)
         labeled_loss = jnp.mean(losses.hard_cross_entropy(
             logits[:b_l], labels, label_smoothing=config.label_smoothing))
         if not b_u:

@@ -173,3 +173,36 @@ def test_every_batch_norm_of_the_model_gets_the_configured_momentum_and_eps():
     # stem and head, 3 per block with an expansion, 2 without
     assert len(bns) == 2 + sum(3 if s.has_expansion else 2 for s in model.config.expand())
     assert all((bn.momentum, bn.eps) == (0.9, 0.25) for _, bn in bns), bns
+
+
+def test_grouped_batch_norm_normalises_each_group_with_its_own_statistics():
+    """`groups=G` (per-replica BN): each consecutive slice of the batch is normalised as a
+    batch of its own, and the running statistics move by the groups' average."""
+    bn = BatchNorm(4, eps=1e-3, momentum=0.9)
+    bn = eqx.tree_at(lambda b: (b.scale, b.offset), bn, (jnp.arange(1.0, 5.0), jnp.arange(4.0)))
+    fresh = lambda: eqx.nn.State(bn)  # noqa: E731  (a State is spent once set)
+    x = jax.random.normal(jax.random.key(0), (6, 3, 3, 4)) * jnp.arange(1.0, 7.0)[:, None, None, None]
+    y, moved = bn(x, fresh(), train=True, groups=3)
+    parts = [bn(x[2 * i: 2 * i + 2], fresh(), train=True) for i in range(3)]
+    np.testing.assert_allclose(y, jnp.concatenate([p[0] for p in parts]), rtol=1e-5, atol=1e-6)
+    want = [np.mean([np.asarray(p[1].get(bn.index)[j]) for p in parts], axis=0) for j in (0, 1)]
+    for got, w in zip(moved.get(bn.index), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(bn(x, fresh(), train=True, groups=1)[0],
+                                  bn(x, fresh(), train=True)[0])
+    with pytest.raises(ValueError, match="groups must divide the batch size 6, got 4"):
+        bn(x, fresh(), train=True, groups=4)
+
+
+def test_the_model_passes_bn_groups_to_every_batch_norm():
+    config = models.config_for("b0", width=0.25, blocks=models.B0_BLOCKS[:2], head_channels=64,
+                               dropout_rate=0.0, drop_path_rate=0.0)  # fmt: skip
+    model, state = models.efficientnet_from_config(config, key=jax.random.key(0), num_classes=5)
+    x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
+    call = eqx.filter_jit(lambda x, g: model(x, state, key=jax.random.key(2), train=True,
+                                             bn_groups=g)[0])  # fmt: skip
+    halves = jnp.concatenate([call(x[:2], 1), call(x[2:], 1)])
+    np.testing.assert_allclose(call(x, 2), halves, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(call(x, 1), halves, atol=1e-3)
+    with pytest.raises(ValueError, match="bn_groups must divide the batch size 4, got 3"):
+        model(x, state, key=jax.random.key(2), train=True, bn_groups=3)

@@ -143,3 +143,24 @@ def test_init_state_checks_its_arguments():
         init_state(CONFIG, 0)
     with pytest.raises(TypeError, match="TrainConfig"):
         init_state(CONFIG.model_config(), jax.random.key(0))
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_bn_groups_lay_out_each_group_with_its_share_of_both_streams(groups):
+    """Per-replica BN: group g holds labeled rows g*B_l/G... then unlabeled rows g*B_u/G...;
+    the logits are split back in the original order."""
+    from nsjax.train._step import _deinterleave, _interleave
+
+    labeled, unlabeled = jnp.arange(4), 100 + jnp.arange(8)
+    rows = _interleave(labeled, unlabeled, groups)
+    per_l, per_u = 4 // groups, 8 // groups
+    for g, group in enumerate(np.split(np.asarray(rows), groups)):
+        np.testing.assert_array_equal(group[:per_l], labeled[g * per_l:(g + 1) * per_l])
+        np.testing.assert_array_equal(group[per_l:], unlabeled[g * per_u:(g + 1) * per_u])
+    np.testing.assert_array_equal(_deinterleave(rows, 4, groups),
+                                  jnp.concatenate([labeled, unlabeled]))
+
+
+def test_bn_groups_must_divide_both_batches():
+    with pytest.raises(ValueError, match="bn_groups must divide unlabeled_batch"):
+        TrainConfig(labeled_batch=8, unlabeled_ratio=0.5, bn_groups=8)
