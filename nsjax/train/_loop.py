@@ -16,12 +16,13 @@ from typing import Any
 import equinox as eqx
 import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from nsjax import _checks
 from nsjax.train._batches import check_arrays, eval_batches, train_batches
 from nsjax.train._checkpoint import Checkpointer
 from nsjax.train._config import TrainConfig, atomic_write_text
-from nsjax.train._mesh import jit_steps, make_mesh, shard_batch, state_shardings
+from nsjax.train._mesh import DATA, jit_steps, make_mesh, place, shard_batch, state_shardings
 from nsjax.train._state import TrainState, ema_model, init_state
 from nsjax.train._teacher import Teacher, export_teacher
 
@@ -243,12 +244,16 @@ def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
     key = jax.random.key(config.seed) if key is None else key
     _checks.check_key("key", key)
     mesh = make_mesh() if mesh is None else mesh
+    for name in ("labeled_batch", "unlabeled_batch"):
+        if getattr(config, name) % mesh.shape[DATA]:
+            raise ValueError(f"config.{name} ({getattr(config, name)}) must be divisible by "
+                             f"the data-axis size {mesh.shape[DATA]} (devices / model axis)")
     _prepare_out_dir(out_dir, config)
     writer = jax.process_index() == 0
 
     steps = jit_steps(eqx.filter_eval_shape(init_state, config, key), mesh)
     if teacher is not None:
-        teacher = jax.device_put(teacher, state_shardings(teacher, mesh, fsdp=config.fsdp))
+        teacher = place(teacher, state_shardings(teacher, mesh, fsdp=config.fsdp))
     labeled_it = train_batches(labeled, config.labeled_batch, seed=config.seed)
     unlabeled_it = (None if unlabeled is None else
                     train_batches(unlabeled, config.unlabeled_batch, seed=config.seed + 1))
@@ -303,13 +308,21 @@ def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
         summary.update(evaluate(steps, state, test, config.labeled_batch))
         log.write(dict(step=int(state.step), **{k: summary[k] for k in ("test_top1", "test_top5")}),
                   int(state.step))
+    model, bn_state = _replicated(ema_model(state), mesh)  # every process: a collective
     if writer:
-        model, bn_state = ema_model(state)
         export_teacher(os.path.join(out_dir, "teacher.eqx"), model, bn_state,
                        metadata=dict(train_config=json.loads(config.to_json()),
                                      **{k: v for k, v in summary.items() if k != "final"}))
         atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1) + "\n")
     return state, summary
+
+
+def _replicated(tree: Any, mesh) -> Any:
+    """`tree` with every array whole on every device (FSDP-sharded weights gathered), so that
+    process 0 can write them."""
+    arrays, static = eqx.partition(tree, eqx.is_array)
+    whole = NamedSharding(mesh, PartitionSpec())
+    return eqx.combine(jax.jit(lambda a: a, out_shardings=whole)(arrays), static)
 
 
 def _start(checkpoints: Checkpointer, steps, config: TrainConfig, key, labeled_it, unlabeled_it

@@ -75,6 +75,15 @@ def state_shardings(state: Any, mesh: Mesh, *, fsdp: bool,
     return jax.tree.map(one, state)
 
 
+def place(tree: Any, shardings: Any) -> Any:
+    """`tree`'s arrays with `shardings` (a matching pytree). One process: `jax.device_put`.
+    Several: `device_put` cannot target other processes' devices, so a jitted identity with
+    these output shardings builds the global arrays from each process's (identical) copy."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+    return jax.jit(lambda t: t, out_shardings=shardings)(tree)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Batches are split along their first axis over `data` (replicated over `model`)."""
     return NamedSharding(mesh, P(DATA))
@@ -114,8 +123,10 @@ class Steps:
     bn_statistics: Callable[..., Any]
 
     def place(self, state: TrainState) -> TrainState:
-        """`state` on the mesh with these shardings."""
-        return jax.device_put(state, self.shardings)
+        """`state` (the same on every process, e.g. from `init_state` with one key) on the
+        mesh with these shardings. The result may share buffers with `state`: once
+        `train` has donated it, `state` is spent too."""
+        return place(state, self.shardings)
 
 
 def jit_steps(state: TrainState, mesh: Mesh) -> Steps:
