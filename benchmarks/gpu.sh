@@ -4,6 +4,10 @@
 # from $OUT/peers.jsonl so each speedup is against the same machine in the same call. JSON and logs land under $OUT.
 # Needs jax, equinox, optax, numpy (+ torch, timm for peers); nothing is installed: the checkout
 # is put on PYTHONPATH.   bash benchmarks/gpu.sh [benchmark args, e.g. --only efficientnet]
+# The Noisy Student step (`train_step`: nsjax.train's jitted student step, B0 224 px, 64 labeled +
+# 192 unlabeled, all noise / RandAugment off / online teacher) against timm's compiled step from
+# peers.py (batch 256): `PEER_SECTIONS=train,compile bash benchmarks/gpu.sh --only train_step`.
+# It needs neither grain nor orbax (absent from the GPU image); the line below says so first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -19,6 +23,8 @@ python3 -m benchmarks.check_randaugment --require-accelerator --out "$out/randau
 if [ "$check" -ne 0 ]; then
   echo "RANDAUGMENT CHECK FAILED (exit $check, see $out/randaugment_check.log); timing anyway" >&2
 fi
+python3 -c "import benchmarks.bench_train as b; e = b.engine(); print('nsjax.train step modules import; missing:', e.missing or 'nothing')" \
+  || echo "nsjax.train's step modules do not import: train_step will fail (see above)" >&2
 WHICH="${PEER_SECTIONS:-train,compile,gpu_aug}" python3 benchmarks/peers/peers.py | tee "$out/peers.jsonl"
 PEERS_JSON="$out/peers.jsonl" python3 -m benchmarks --out "$out/gpu.json" "$@" 2>&1 | tee "$out/gpu.log"
 if [ "$check" -ne 0 ]; then

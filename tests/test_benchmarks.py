@@ -1,6 +1,11 @@
 """The benchmark harness runs and writes its JSON report (timings are never asserted)."""
 
 import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 from benchmarks import check_randaugment, run
 
@@ -30,3 +35,50 @@ def test_randaugment_device_check_finds_no_difference(tmp_path):
     assert check_randaugment.main(["--batch", "4", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert len(rows) == 4 and all(r["differ"] == 0 and r["pixels"] > 0 for r in rows)
+
+
+def test_train_benchmark_imports_without_grain_or_orbax():
+    # The GPU image has neither; `import nsjax.train` pulls both in, the step modules do not.
+    code = ("import sys\n"
+            "for m in ('grain', 'orbax', 'orbax.checkpoint'): sys.modules[m] = None\n"
+            "from benchmarks import bench_train, plan_l2\n"
+            "eng = bench_train.engine()\n"
+            "assert eng.missing == ['grain', 'orbax.checkpoint'], eng.missing\n"
+            "assert callable(eng.train_step) and callable(eng.jit_steps)\n")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_plan_l2_arithmetic_on_a_small_model():
+    import jax
+
+    from benchmarks import bench_train, plan_l2
+
+    eng = bench_train.engine()
+    config = eng.TrainConfig(model="b0", width=0.25, depth=0.25, resolution=32, num_classes=10,
+                             labeled_batch=2, steps_per_epoch=10)  # fmt: skip
+    state = plan_l2.abstract_state(eng, config)
+    mesh = eng.make_mesh(devices=jax.devices()[:2])
+    replicated = plan_l2.state_bytes_per_device(eng, state, mesh, fsdp=False)
+    sharded = plan_l2.state_bytes_per_device(eng, state, mesh, fsdp=True)
+    assert sum(replicated.values()) - replicated["gradients"] == plan_l2.tree_bytes(state)
+    assert 0 < sum(sharded.values()) < sum(replicated.values())
+    acts = plan_l2.activation_residuals(config, jax.numpy.bfloat16)
+    assert acts["full_per_image"] > acts["remat_per_image"] > 0
+    assert acts["whole_model_at_1_image"] == pytest.approx(acts["pieces_at_1_image"], rel=1e-3)
+    est = plan_l2.estimate(replicated, acts, 4)
+    assert est["total"] > est["total_remat"] > est["state"] > 0
+
+
+@pytest.mark.slow
+def test_train_step_benchmark_runs_a_tiny_model():
+    from benchmarks import bench_train
+
+    eng = bench_train.engine()
+    config = bench_train.make_config(eng, labeled_batch=1, resolution=32, dtype="float32",
+                                     randaugment=True, width=0.25, depth=0.25, num_classes=10)  # fmt: skip
+    runners = {"offline": bench_train.StepRunner(eng, config),
+               "online": bench_train.StepRunner(eng, config, online=True)}  # fmt: skip
+    times = bench_train.measure_steps(runners, steps=1, rounds=1)
+    assert all(t > 0 for t, _ in times.values()) and all(r.loss > 0 for r in runners.values())
