@@ -15,7 +15,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from nsjax import _checks
 from nsjax.train._state import TrainState
 from nsjax.train._state import ema_model
-from nsjax.train._step import batch_bn_statistics, eval_step, train_step
+from nsjax.train._step import batch_bn_statistics, eval_step, predict_step, train_step
 
 DATA, MODEL = "data", "model"
 FSDP_MIN_SIZE = 2**12
@@ -120,6 +120,7 @@ class Steps:
     shardings: Any
     train: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
     eval: Callable[..., dict[str, jax.Array]]
+    predict: Callable[..., Any]
     bn_statistics: Callable[..., Any]
 
     def place(self, state: TrainState) -> TrainState:
@@ -149,6 +150,11 @@ def jit_steps(state: TrainState, mesh: Mesh) -> Steps:
         model, bn_state = ema_model(state)
         return batch_bn_statistics(model, bn_state, state.config, images, key)
 
+    def ema_predict(state, images, top_k=None):
+        model, bn_state = ema_model(state)
+        return predict_step(model, bn_state, state.config, images, top_k=top_k)
+
     return Steps(mesh=mesh, shardings=shardings, train=train, eval=evaluate,
+                 predict=jax.jit(ema_predict, static_argnames="top_k"),
                  bn_statistics=jax.jit(ema_statistics, out_shardings=replicated))
 

@@ -19,10 +19,13 @@ from nsjax.train import (
     ema_model,
     fit,
     init_state,
+    jit_steps,
     load_teacher,
+    make_mesh,
     normalize,
     predict_step,
     running_bn_state,
+    shard_batch,
 )
 
 # Two B0 stages at width 0.25 and 32 px: it compiles in seconds and reaches ~70% on digits in
@@ -98,6 +101,11 @@ def test_the_run_folder_holds_config_metrics_checkpoints_and_the_teacher(run):
     got = predict_step(teacher.model, teacher.state, CONFIG, test["images"][:64], top_k=3)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    steps = jit_steps(state, make_mesh())  # the sharded, jitted predict_step of the EMA model
+    images = shard_batch(dict(images=test["images"][:64]), steps.mesh)["images"]
+    probs, classes = steps.predict(state, images, top_k=3)
+    np.testing.assert_array_equal(classes, want[1])
+    np.testing.assert_allclose(probs, want[0], rtol=1e-5, atol=1e-7)
 
 
 def test_a_rerun_with_another_config_is_refused(run):

@@ -19,6 +19,7 @@ from nsjax.train import (
     running_bn_state,
     train_step,
 )
+from tests.train._runs import FAST_COMPILE
 
 CONFIG = TrainConfig(width=0.25, blocks=B0_BLOCKS[:2], head_channels=64, small_image=True,
                      resolution=32, num_classes=10, labeled_batch=4, unlabeled_ratio=1.0, steps_per_epoch=10,
@@ -54,7 +55,10 @@ def test_online_teacher_targets_are_its_eval_softmax_on_the_clean_view(state, te
     `softmax(teacher(normalize(clean)))` computed outside: same loss, same new state."""
     batch = _batch()
     clean = RNG.integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
-    step = jax.jit(train_step)
+    def step(state, batch, teacher=None):  # one step each: compiled fast (LLVM -O0)
+        compiled = jax.jit(train_step).lower(state, batch, teacher).compile(FAST_COMPILE)
+        return compiled(state, batch, teacher)
+
     online, m_online = step(state, dict(batch, teacher_images=clean), teacher)
     logits = teacher.model(normalize(clean, CONFIG.mean, CONFIG.std, jnp.float32), teacher.state,
                            train=False)[0]  # fmt: skip
