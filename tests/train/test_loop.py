@@ -97,8 +97,9 @@ def test_the_run_folder_holds_config_metrics_checkpoints_and_the_teacher(run):
         assert ckpt.all_steps() == [50, 100, 129]
     teacher = load_teacher(out / "teacher.eqx", num_classes=10)
     model, bn_state = ema_model(state)
-    want = predict_step(model, bn_state, CONFIG, test["images"][:64], top_k=3)
-    got = predict_step(teacher.model, teacher.state, CONFIG, test["images"][:64], top_k=3)
+    predict = eqx.filter_jit(lambda m, s: predict_step(m, s, CONFIG, test["images"][:64], top_k=3))
+    want = predict(model, bn_state)
+    got = predict(teacher.model, teacher.state)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
     steps = jit_steps(state, make_mesh())  # the sharded, jitted predict_step of the EMA model
