@@ -22,7 +22,7 @@ from nsjax import _checks
 from nsjax.train._batches import check_arrays, eval_batches, train_batches
 from nsjax.train._checkpoint import Checkpointer
 from nsjax.train._config import TrainConfig, atomic_write_text
-from nsjax.train._mesh import DATA, jit_steps, make_mesh, place, shard_batch, state_shardings
+from nsjax.train._mesh import jit_steps, make_mesh, place, shard_batch, state_shardings
 from nsjax.train._state import TrainState, ema_model, init_state
 from nsjax.train._teacher import Teacher, export_teacher
 
@@ -245,9 +245,9 @@ def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
     _checks.check_key("key", key)
     mesh = make_mesh() if mesh is None else mesh
     for name in ("labeled_batch", "unlabeled_batch"):
-        if getattr(config, name) % mesh.shape[DATA]:
+        if getattr(config, name) % mesh.size:
             raise ValueError(f"config.{name} ({getattr(config, name)}) must be divisible by "
-                             f"the data-axis size {mesh.shape[DATA]} (devices / model axis)")
+                             f"the mesh's device count {mesh.size} (batches split over all)")
     _prepare_out_dir(out_dir, config)
     writer = jax.process_index() == 0
 

@@ -24,8 +24,10 @@ FSDP_MIN_SIZE = 2**12
 def make_mesh(*, model: int = 1, devices: Any = None) -> Mesh:
     """A `("data", "model")` mesh over all devices of all processes, `Auto` axis types.
 
-    Batches are split along `data`; FSDP shards parameters along `model` when it is larger
-    than 1, else along `data`. (`Auto` axes: Equinox's stateful layers and `filter_shard`
+    Batches are split over every device (both axes); FSDP shards the state along `model` when
+    it is larger than 1 (hybrid sharding: FSDP within groups of `model` devices, data parallel
+    across them; use it when no dimension of the weights divides the device count), else
+    along `data`. (`Auto` axes: Equinox's stateful layers and `filter_shard`
     fail under the `Explicit` axes that `jax.make_mesh` defaults to.)
 
     **Arguments:**
@@ -85,23 +87,23 @@ def place(tree: Any, shardings: Any) -> Any:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Batches are split along their first axis over `data` (replicated over `model`)."""
-    return NamedSharding(mesh, P(DATA))
+    """Batches are split along their first axis over every device (`data` x `model`)."""
+    return NamedSharding(mesh, P((DATA, MODEL)))
 
 
 def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
     """Global arrays from this process's share of a batch (`jax.make_array_from_process_local_data`):
     in a one-process run the whole batch; in a P-process run each process passes its `1/P`.
-    Every array's first axis must divide over the `data` axis."""
+    Every array's first axis must divide over the mesh's devices."""
     sharding = batch_sharding(mesh)
-    data = mesh.shape[DATA]
+    devices = mesh.size
     out = {}
     for name, local in batch.items():
         local = np.asarray(local)
         global_rows = local.shape[0] * jax.process_count()
-        if global_rows % data:
-            raise ValueError(f"batch[{name!r}] must have a batch size divisible by the data-axis "
-                             f"size {data} (the mesh's devices / model), got {global_rows}")
+        if global_rows % devices:
+            raise ValueError(f"batch[{name!r}] must have a batch size divisible by the mesh's "
+                             f"device count {devices}, got {global_rows}")
         out[name] = jax.make_array_from_process_local_data(
             sharding, local, (global_rows,) + local.shape[1:])
     return out

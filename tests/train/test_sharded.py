@@ -3,7 +3,7 @@ FSDP on the 2 simulated devices (default suite); on 1 device, data parallel and 
 devices, and FSDP along a separate `model` axis of a 4x2 mesh (slow, in an 8-device
 subprocess); every leaf of the final `TrainState` (parameters, BN
 statistics, optimizer state, EMA, step, key) within 1e-5. Also: a batch that does not divide
-over the data axis is refused before any step."""
+over the mesh's devices is refused before any step."""
 
 import json
 
@@ -56,7 +56,7 @@ def test_two_devices_data_parallel_and_fsdp_equal_one_device():
 
 def test_shard_batch_refuses_a_batch_not_divisible_by_the_data_axis():
     mesh = make_mesh()
-    with pytest.raises(ValueError, match=r"batch\['images'\].*divisible by the data-axis size 2"
+    with pytest.raises(ValueError, match=r"batch\['images'\].*divisible by the mesh's device count 2"
                                          r".*got 7"):  # fmt: skip
         shard_batch(dict(images=np.zeros((7, 32, 32, 3), np.uint8)), mesh)
 
@@ -68,7 +68,7 @@ def test_fit_refuses_a_batch_not_divisible_by_the_data_axis_before_any_work(tmp_
     config = _runs.tiny_config(labeled_batch=7, unlabeled_ratio=0.0, steps_per_epoch=2)
     images, labels = _runs.digits(16)
     out = tmp_path / "run"
-    with pytest.raises(ValueError, match="divisible by the data-axis size 2"):
+    with pytest.raises(ValueError, match="divisible by the mesh's device count 2"):
         fit(config, dict(images=images, labels=labels), out_dir=str(out))
     assert not (out / "metrics.jsonl").exists()
     assert not (out / "config.json").exists(), "the refused config was saved into out_dir"
@@ -87,7 +87,7 @@ def test_eight_devices_data_parallel_fsdp_and_model_axis_equal_one_device(tmp_pa
     specs = {v["name"]: json.loads((tmp_path / f"{v['name']}.json").read_text()) for v in variants}
     assert not sharded_names(specs["dp8"], "data")
     assert sharded_names(specs["fsdp8"], "data")
-    # with a model axis, FSDP shards along it (batches along data), never along data
+    # with a model axis, FSDP shards the state along it (batches over both axes), never along data
     assert sharded_names(specs["fsdp4x2"], "model")
     assert not sharded_names(specs["fsdp4x2"], "data")
     assert int(one["step"]) == STEPS
