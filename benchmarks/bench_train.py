@@ -47,29 +47,17 @@ from nsjax import noise
 
 
 def engine() -> types.SimpleNamespace:
-    """The engine's config, state, step and mesh modules, without grain or orbax when absent.
-
-    `nsjax/train/__init__.py` imports `_batches` (grain) and `_checkpoint` (orbax); the step
-    itself needs neither. When either is missing (the GPU image) and `nsjax.train` is not yet
-    imported, register a bare package object for `nsjax.train` (its `__path__` only) so that
-    its submodules import without the `__init__`."""
+    """The engine's config, state, step and mesh functions; `missing` lists grain / orbax when
+    absent (the GPU image): `nsjax.train` loads them only for the loop and checkpoints."""
     missing = [m for m in ("grain", "orbax.checkpoint") if not _importable(m)]
-    if missing and "nsjax.train" not in sys.modules:
-        pkg = types.ModuleType("nsjax.train")
-        pkg.__path__ = [os.path.join(os.path.dirname(nsjax.__file__), "train")]
-        pkg.__package__ = "nsjax.train"
-        sys.modules["nsjax.train"] = pkg
-        print(f"[train] {', '.join(missing)} not importable: loading nsjax.train's step modules "
-              "without its __init__", file=sys.stderr)
-    mods = {m: importlib.import_module(f"nsjax.train.{m}")
-            for m in ("_config", "_state", "_step", "_mesh", "_teacher")}
-    return types.SimpleNamespace(
-        TrainConfig=mods["_config"].TrainConfig, init_state=mods["_state"].init_state,
-        make_mesh=mods["_mesh"].make_mesh, jit_steps=mods["_mesh"].jit_steps,
-        shard_batch=mods["_mesh"].shard_batch, state_shardings=mods["_mesh"].state_shardings,
-        train_step=mods["_step"].train_step, Teacher=mods["_teacher"].Teacher,
-        missing=missing,
-    )  # fmt: skip
+    if missing:
+        print(f"[train] {', '.join(missing)} not importable: the steps run without them",
+              file=sys.stderr)  # fmt: skip
+    import nsjax.train as train
+
+    names = ("TrainConfig", "init_state", "make_mesh", "jit_steps", "shard_batch",
+             "state_shardings", "train_step", "Teacher")  # fmt: skip
+    return types.SimpleNamespace(missing=missing, **{n: getattr(train, n) for n in names})
 
 
 def _importable(name: str) -> bool:

@@ -38,13 +38,16 @@ def test_randaugment_device_check_finds_no_difference(tmp_path):
 
 
 def test_train_benchmark_imports_without_grain_or_orbax():
-    # The GPU image has neither; `import nsjax.train` pulls both in, the step modules do not.
+    # The GPU image has neither; `nsjax.train` loads them only for the loop and checkpoints.
     code = ("import sys\n"
             "for m in ('grain', 'orbax', 'orbax.checkpoint'): sys.modules[m] = None\n"
             "from benchmarks import bench_train, plan_l2\n"
             "eng = bench_train.engine()\n"
             "assert eng.missing == ['grain', 'orbax.checkpoint'], eng.missing\n"
-            "assert callable(eng.train_step) and callable(eng.jit_steps)\n")  # fmt: skip
+            "assert callable(eng.train_step) and callable(eng.jit_steps)\n"
+            "import nsjax.train\n"
+            "try:\n    nsjax.train.fit\nexcept ImportError:\n    pass\n"
+            "else:\n    raise AssertionError('fit imported without grain')\n")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,11 +1,13 @@
 """The training engine: one config (`TrainConfig`), one state (`TrainState`), pure steps jitted
 once on a device mesh (data parallel or FSDP), the reference recipe (TF RMSProp, staircase
-decay, EMA), orbax checkpoints with exact resume, teacher export, and the `fit` loop."""
+decay, EMA), orbax checkpoints with exact resume, teacher export, and the `fit` loop.
 
-from nsjax.train._batches import eval_batches, train_batches
-from nsjax.train._checkpoint import Checkpointer
+The loop, its input batches and the checkpoints (grain and orbax-checkpoint) load on first use,
+so that the steps import where those two are absent (a bare accelerator image)."""
+
+import importlib
+
 from nsjax.train._config import TrainConfig
-from nsjax.train._loop import NonFiniteLossError, evaluate, fit, precise_bn
 from nsjax.train._mesh import (
     Steps,
     batch_sharding,
@@ -35,3 +37,13 @@ __all__ = [
     "make_optimizer", "normalize", "precise_bn", "predict_step", "running_bn_state", "shard_batch",
     "state_shardings", "teacher_metadata", "train_batches", "train_step", "weight_decay_mask",
 ]  # fmt: skip
+
+_ON_FIRST_USE = {"Checkpointer": "_checkpoint", "NonFiniteLossError": "_loop", "evaluate": "_loop",
+                 "fit": "_loop", "precise_bn": "_loop", "eval_batches": "_batches",
+                 "train_batches": "_batches"}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _ON_FIRST_USE:
+        return getattr(importlib.import_module(f"nsjax.train.{_ON_FIRST_USE[name]}"), name)
+    raise AttributeError(f"module 'nsjax.train' has no attribute {name!r}")
