@@ -54,13 +54,15 @@ def _run(args: dict, log) -> None:
 
 
 def _interrupt_when(proc, out_dir, lines: int, sig: int, *, log, timeout: float = 300) -> int:
-    """Send `sig` to `proc` once `out_dir/metrics.jsonl` has `lines` records (SIGKILL to its
-    process group); fails with its log if it exits first. Returns the records seen then."""
+    """Send `sig` to `proc` once `out_dir/metrics.jsonl` has `lines` records and, for SIGKILL,
+    a checkpoint is committed (saves are asynchronous: a fast step can log past the step of a
+    save still being written), SIGKILL to its process group; fails with its log if it exits
+    first. Returns the records seen then."""
     path = os.path.join(out_dir, "metrics.jsonl")
     deadline = time.monotonic() + timeout
     while True:
         seen = _runs.count_lines(path)
-        if seen >= lines:
+        if seen >= lines and (sig != signal.SIGKILL or _runs.checkpoint_steps(out_dir)):
             if sig == signal.SIGKILL:
                 os.killpg(proc.pid, signal.SIGKILL)
             else:
