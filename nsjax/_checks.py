@@ -7,6 +7,7 @@ so they also run, once, while `jax.jit` traces a function.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -196,3 +197,14 @@ def check_images(name: str, x, *, dtypes: Sequence[str], min_side: int = 1,
         raise ValueError(f"{name} must have shape [B, H, W, {channels}] with H, W >= "
                          f"{min_side}, got {shape_of(x)}")
     return batch, height, width
+
+
+def check_json_dict(name: str, value) -> dict:
+    """A dict JSON can write (metadata, an iterator's state); returns a deep copy made through
+    JSON, so later changes by the caller do not reach what is stored."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a JSON-able dict or None, got {type(value).__name__}")
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be a JSON-able dict: {e}") from e

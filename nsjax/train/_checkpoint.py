@@ -22,7 +22,6 @@ are listed, so a crash mid-write leaves the previous checkpoints as they were, a
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any
 
@@ -223,14 +222,7 @@ def _handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
 
 def _json_copy(name: str, value: dict | None) -> dict | None:
     """A deep copy of a JSON-able dict (so later changes by the caller are not saved)."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise TypeError(f"{name} must be a JSON-able dict or None, got {type(value).__name__}")
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be a JSON-able dict: {e}") from e
+    return None if value is None else _checks.check_json_dict(name, value)
 
 
 def _is_key(x) -> bool:

@@ -94,7 +94,8 @@ def export_teacher(path: str | os.PathLike, model: EfficientNet, state: eqx.nn.S
     _check_state(model, state)
     header = {"format": _FORMAT, "version": _VERSION, "num_classes": teacher.num_classes,
               "config": dataclasses.asdict(model.config),
-              "metadata": _json_dict("metadata", {} if metadata is None else metadata)}  # fmt: skip
+              "metadata": _checks.check_json_dict("metadata", {} if metadata is None
+                                                  else metadata)}  # fmt: skip
 
     def write(f) -> None:
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
@@ -161,14 +162,6 @@ def _check_path(path) -> str:
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     return os.fspath(path)
 
-
-def _json_dict(name: str, value) -> dict:
-    if not isinstance(value, dict):
-        raise TypeError(f"{name} must be a JSON-able dict or None, got {type(value).__name__}")
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be a JSON-able dict: {e}") from e
 
 
 def _atomic_write(path: str, write) -> None:
