@@ -43,11 +43,6 @@ class TrainState(eqx.Module):
     key: Array
     config: TrainConfig = eqx.field(static=True)
 
-    @property
-    def params(self) -> EfficientNet:
-        """The model's float arrays (what the optimizer updates), None elsewhere."""
-        return eqx.filter(self.model, eqx.is_inexact_array)
-
 
 def _bn_pairs(state: eqx.nn.State, fn) -> eqx.nn.State:
     """Map `fn(mean, var) -> (mean, var)` over every BN's running statistics."""
