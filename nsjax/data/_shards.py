@@ -214,7 +214,7 @@ def _write_record(writer, record: Record, plan: _Plan, summary: dict[str, Any]) 
     summary["records"] += 1
     _count(summary["encodings"], ENCODINGS[encoding])
     if note is not None:
-        _count(summary["converted"], note.split(":")[0])
+        _count(summary["converted"], note)
 
 
 def _count(counts: dict[str, int], key: str, n: int = 1) -> None:

@@ -16,6 +16,7 @@ from nsjax.data._decode import decode_image
 from nsjax.data._shards import (
     RAW,
     ShardSource,
+    _reduction,
     pack_record,
     unpack_record,
     write_shards,
@@ -194,28 +195,29 @@ def _tree(path) -> dict[str, tuple[int, int]]:
 
 
 def test_resume_writes_only_the_missing_shards(tmp_path):
-    np.savez(tmp_path / "d.npz", images=np.stack([_pixels(i, 8, 8) for i in range(7)]),
-             labels=np.arange(7) % 3)
+    np.savez(tmp_path / "d.npz", images=np.stack([_pixels(i, 8, 8) for i in range(9)]),
+             labels=np.arange(9) % 3)
     source = NpzSource(tmp_path / "d.npz")
     clean = write_shards(source, tmp_path / "clean", records_per_shard=2)
-    out = tmp_path / "out"
+    out, partial = tmp_path / "out", tmp_path / "out" / ".partial"
+    names = [f"shard-0000{k}-of-00005.array_record" for k in range(5)]
 
     with pytest.raises(RuntimeError, match="disk went away"):
-        write_shards(_Wrapped(source, fail_at=5), out, records_per_shard=2)  # in shard 2
-    assert not (out / "manifest.json").exists()
-    assert sorted(f for f in os.listdir(out) if f.endswith(".array_record")) == [
-        "shard-00000-of-00004.array_record", "shard-00001-of-00004.array_record"]
+        write_shards(_Wrapped(source, fail_at=6), out, records_per_shard=2)  # in shard 3
+    assert sorted(f for f in os.listdir(out) if f.endswith(".array_record")) == names[:3]
     with pytest.raises(FileNotFoundError, match="still being written"):
         ShardSource(out)
-    os.remove(out / ".partial" / "shard-00001-of-00004.array_record.json")  # killed pre-sidecar
-    _write(out / ".partial" / "shard-00002-of-00004.array_record.tmp", b"half a shard")
+    os.remove(partial / f"{names[1]}.json")  # killed between the rename and the sidecar
+    with open(out / names[2], "r+b") as f:  # damaged after it was written
+        f.truncate(1000)
+    _write(partial / f"{names[3]}.tmp", b"half a shard")  # killed while writing
     before = _tree(out)
 
     resumed = write_shards(source, out, records_per_shard=2)
     after = _tree(out)
-    assert after["shard-00000-of-00004.array_record"] == before["shard-00000-of-00004.array_record"]
-    assert after["shard-00001-of-00004.array_record"] != before["shard-00001-of-00004.array_record"]
-    assert sorted(after) == sorted(os.listdir(tmp_path / "clean"))  # .partial is gone
+    assert after[names[0]] == before[names[0]]
+    assert after[names[1]] != before[names[1]] and after[names[2]] != before[names[2]]
+    assert sorted(after) == sorted(os.listdir(tmp_path / "clean")) == ["manifest.json", *names]
     assert resumed == clean
     for got, want in zip(_records(ShardSource(out)), _records(ShardSource(tmp_path / "clean"))):
         assert got["id"] == want["id"] and np.array_equal(got["data"], want["data"])
@@ -226,6 +228,7 @@ def test_finished_folder_is_returned_and_another_source_refused(tmp_path):
     source = NpzSource(tmp_path / "d.npz")
     first = write_shards(source, tmp_path / "out")
     before = _tree(tmp_path / "out")
+    assert sorted(before) == ["manifest.json", "shard-00000-of-00001.array_record"]
     assert write_shards(source, tmp_path / "out") == first
     assert _tree(tmp_path / "out") == before
 
@@ -239,7 +242,8 @@ def test_finished_folder_is_returned_and_another_source_refused(tmp_path):
 
 
 def test_manifest_does_not_depend_on_workers(tmp_path):
-    root = _folder(tmp_path / "src", {"a": [(20, 24)] * 3, "b": [(30, 20)] * 3})
+    # shard 0 (two large images) finishes last: the manifest must still list it first
+    root = _folder(tmp_path / "src", {"a": [(600, 640)] * 2 + [(20, 24)], "b": [(30, 20)] * 3})
     _write(f"{root}/b/bad.jpg", b"not a jpeg")
     _write(f"{root}/b/cmyk.jpg", _encoded(_pixels(2, 26, 22), mode="CMYK"))
     source = ImageFolderSource(root)
@@ -297,3 +301,11 @@ def test_record_layout():
     raw = unpack_record(pack_record("7", 3, RAW, pixels))
     assert raw["label"] == 3 and raw["data"].dtype == np.uint8
     np.testing.assert_array_equal(raw["data"], pixels)
+
+
+@pytest.mark.parametrize("height, width, short_side, reduce", [
+    (100, 100, 60, 1), (239, 300, 60, 1), (240, 300, 60, 2), (800, 1000, 100, 4),
+    (1000, 800, 100, 4), (8000, 8000, 10, 8),
+])  # fmt: skip
+def test_jpeg_draft_scale_keeps_twice_the_short_side(height, width, short_side, reduce):
+    assert _reduction(height, width, short_side) == reduce
