@@ -76,7 +76,7 @@ _GREY = _CONVERSION_NOTES["L"]  # the note of a grey image, which is stored grey
 # --------------------------------------------------------------------------- records
 
 
-def pack_record(ident: str, label: int, encoding: int, image: bytes | np.ndarray) -> bytes:
+def _pack_record(ident: str, label: int, encoding: int, image: bytes | np.ndarray) -> bytes:
     """One record in the layout of the module docstring (`image` an array for `RAW`)."""
     name = ident.encode("utf-8")
     head = _HEADER.pack(LAYOUT_VERSION, encoding, label, len(name)) + name
@@ -86,7 +86,7 @@ def pack_record(ident: str, label: int, encoding: int, image: bytes | np.ndarray
     return head + image
 
 
-def unpack_record(blob: bytes) -> Record:
+def _unpack_record(blob: bytes) -> Record:
     """The `Record` packed in `blob`: `data` is the encoded bytes, or a read-only uint8 array
     for raw pixels."""
     version, encoding, label, length = _HEADER.unpack_from(blob)
@@ -210,7 +210,7 @@ def _write_record(writer, record: Record, plan: _Plan, summary: dict[str, Any]) 
     except BadImage as e:
         summary["skipped"].append({"id": record["id"], "reason": e.reason})
         return
-    writer.write(pack_record(record["id"], int(record["label"]), encoding, image))
+    writer.write(_pack_record(record["id"], int(record["label"]), encoding, image))
     summary["records"] += 1
     _count(summary["encodings"], ENCODINGS[encoding])
     if note is not None:
@@ -401,7 +401,8 @@ def write_shards(source: Source, out_dir: str | os.PathLike, *, records_per_shar
     `source` (`source.describe()`), `options` (`records_per_shard`, `short_side`, `quality`),
     `nsjax_version`, `labeled`, `num_classes`, `classes` (names, or None), `records` and `bytes`
     (totals), `shards` (`file`, `records`, `bytes`, `source_range` of each), `skipped`
-    (`[{"id", "reason"}]`), `converted` (counts by kind) and `encodings` (counts).
+    (`[{"id", "reason"}]`), `converted` (counts by `decode_image` note) and `encodings` (counts of
+    "original", "jpeg", "png", "raw").
     """
     if not isinstance(source, Source):
         raise TypeError(f"source must be a Source (len, [i] -> Record, describe(), labeled, "
@@ -439,7 +440,7 @@ def write_shards(source: Source, out_dir: str | os.PathLike, *, records_per_shar
 # --------------------------------------------------------------------------- reading
 
 
-def read_manifest(path: str) -> dict[str, Any]:
+def _read_manifest(path: str) -> dict[str, Any]:
     """The manifest of the shard folder `path`; raises naming `path` when there is none."""
     manifest_path = os.path.join(path, MANIFEST)
     if not os.path.isfile(manifest_path):
@@ -472,7 +473,7 @@ class ShardSource:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         self.path = os.fspath(path)
-        self.manifest = read_manifest(self.path)
+        self.manifest = _read_manifest(self.path)
         self.labeled: bool = self.manifest["labeled"]
         self.num_classes: int | None = self.manifest["num_classes"]
         classes = self.manifest["classes"]
@@ -501,7 +502,10 @@ class ShardSource:
         return self.manifest["records"]
 
     def __getitem__(self, index: int) -> Record:
-        return unpack_record(self._data()[index])
+        size = len(self)
+        if not -size <= index < size:
+            raise IndexError(f"index {index} is out of range for {size} records")
+        return _unpack_record(self._data()[index % size])
 
     def describe(self) -> dict[str, Any]:
         return dict(kind="shards", path=self.path, records=len(self), labeled=self.labeled,

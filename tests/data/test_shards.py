@@ -16,9 +16,9 @@ from nsjax.data._decode import decode_image
 from nsjax.data._shards import (
     RAW,
     ShardSource,
+    _pack_record,
     _reduction,
-    pack_record,
-    unpack_record,
+    _unpack_record,
     write_shards,
 )
 from nsjax.data._sources import ImageFolderSource, NpzSource, Record
@@ -100,9 +100,11 @@ def test_npz_round_trip(tmp_path, shape):
         np.testing.assert_array_equal(decode_image(got["data"])[0], decode_image(want["data"])[0])
         if shape[0] <= 64:
             np.testing.assert_array_equal(got["data"], want["data"])  # raw: the array itself
-    # grain reads it, and a pickled copy reopens the files
+    # grain reads it, a pickled copy reopens the files, indices behave as in a list
     np.testing.assert_array_equal(decode_image(grain.MapDataset.source(shards)[6]["data"])[0],
-                                  decode_image(pickle.loads(pickle.dumps(shards))[6]["data"])[0])
+                                  decode_image(pickle.loads(pickle.dumps(shards))[-1]["data"])[0])
+    with pytest.raises(IndexError, match="index 7 is out of range for 7 records"):
+        shards[7]
 
 
 def test_folder_keeps_bytes_classes_and_ids(tmp_path):
@@ -291,13 +293,13 @@ def test_shard_source_needs_a_manifest(tmp_path):
 
 
 def test_record_layout():
-    blob = pack_record("dossier/été 1.jpg", -1, 0, b"\xff\xd8\xffJPEG")
+    blob = _pack_record("dossier/été 1.jpg", -1, 0, b"\xff\xd8\xffJPEG")
     assert blob[:10] == bytes([1, 0]) + (-1).to_bytes(4, "little", signed=True) + bytes(
         [len("dossier/été 1.jpg".encode()), 0, 0, 0])
-    assert unpack_record(blob) == Record(id="dossier/été 1.jpg", data=b"\xff\xd8\xffJPEG",
+    assert _unpack_record(blob) == Record(id="dossier/été 1.jpg", data=b"\xff\xd8\xffJPEG",
                                          label=-1, error=None)
     pixels = np.arange(24, dtype=np.uint8).reshape(2, 4, 3)
-    raw = unpack_record(pack_record("7", 3, RAW, pixels))
+    raw = _unpack_record(_pack_record("7", 3, RAW, pixels))
     assert raw["label"] == 3 and raw["data"].dtype == np.uint8
     np.testing.assert_array_equal(raw["data"], pixels)
 
