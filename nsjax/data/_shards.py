@@ -392,7 +392,10 @@ def write_shards(source: Source, out_dir: str | os.PathLike, *, records_per_shar
       (BICUBIC, aspect kept; stored as JPEG); smaller images are kept as they are. None keeps
       every image's size.
     - `quality`: JPEG quality (1-100) of re-encoded images.
-    - `workers`: write shards in this many spawned processes (0: in this process).
+    - `workers`: write shards in this many spawned processes (0, or a single shard left to
+      write: in this process). Each worker starts in a few seconds (it imports jax), so this
+      pays from a few thousand images on; a script using it needs an
+      `if __name__ == "__main__":` guard (spawned workers import the main module).
     - `progress`: show a tqdm progress bar.
 
     **Returns:**
