@@ -38,6 +38,7 @@ Size = int | tuple[int, int]
 _KERNELS = {"bicubic": "cubic", "bilinear": "linear"}  # jax.image names of the kernels
 _METHODS = (*_KERNELS, "nearest")
 _MAX_ATTEMPTS = 10  # candidate boxes per image, as the reference's `max_attempts`
+_UNIFORMS_PER_BOX = 2 * _MAX_ATTEMPTS + 2  # a ratio and a height per candidate, two offsets
 _ARRAY_TYPES = (jax.Array, np.ndarray, jax.ShapeDtypeStruct)
 
 
@@ -150,48 +151,65 @@ def _sample_boxes(
     ratio: tuple[float, float],
     fallback: tuple[int, int, int, int],
 ) -> jax.Array:
-    """Inception crop boxes, float32 `[batch, 4]` = (top, left, h, w), as TF's
-    sample_distorted_bounding_box, independently per image.
+    """Inception crop boxes, float32 `[batch, 4]` = (top, left, h, w), independently per image:
+    `_boxes_from_uniforms` on one uniform draw `[batch, _UNIFORMS_PER_BOX]` from `key`."""
+    u = jax.random.uniform(key, (batch, _UNIFORMS_PER_BOX))
+    return _boxes_from_uniforms(jnp, u, height, width, area, ratio, fallback)
 
-    `_MAX_ATTEMPTS` candidates per image: aspect ratio w/h uniform in `ratio`; height uniform
-    among the integers whose box covers a fraction of the image in `area` and whose rounded
-    width fits; the first valid candidate wins, else `fallback`. Offsets are uniform over every
-    position. All randomness is one uniform draw, `[batch, 2 * _MAX_ATTEMPTS + 2]`.
+
+def _boxes_from_uniforms(
+    xp: Any,
+    u: Any,
+    height: int,
+    width: int,
+    area: tuple[float, float],
+    ratio: tuple[float, float],
+    fallback: tuple[int, int, int, int],
+) -> Any:
+    """Inception crop boxes, float32 `[batch, 4]` = (top, left, h, w), as TF's
+    sample_distorted_bounding_box, from uniforms `u` in [0, 1), float32 `[batch, 22]`.
+
+    Written once against the array namespace `xp` (`jax.numpy` in `random_resized_crop`, NumPy
+    in `nsjax.data`'s host-side crops); float32 `u` keeps the arithmetic in float32 in both, so
+    the same uniforms give the same boxes. `_MAX_ATTEMPTS` candidates per image: aspect ratio
+    w/h uniform in `ratio`; height uniform among the integers whose box covers a fraction of the
+    image in `area` and whose rounded width fits; the first valid candidate wins, else
+    `fallback`. Offsets are uniform over every position. Columns of `u`: the ratios of the 10
+    candidates, their heights, then the top and the left offsets.
     """
     n = _MAX_ATTEMPTS
-    u = jax.random.uniform(key, (batch, 2 * n + 2))
     u_ratio, u_height, u_top, u_left = u[:, :n], u[:, n:2 * n], u[:, 2 * n], u[:, 2 * n + 1]
 
-    def uniform_int(u: jax.Array, count: jax.Array) -> jax.Array:
+    def uniform_int(u: Any, count: Any) -> Any:
         """An integer uniform in [0, count) from u uniform in [0, 1); count >= 1."""
-        return jnp.minimum(jnp.floor(u * count), count - 1)
+        return xp.minimum(xp.floor(u * count), count - 1)
 
     r = ratio[0] + u_ratio * (ratio[1] - ratio[0])
     min_area, max_area = area[0] * height * width, area[1] * height * width
-    h_lo = jnp.round(jnp.sqrt(min_area / r))
-    h_hi = jnp.round(jnp.sqrt(max_area / r))
+    h_lo = xp.round(xp.sqrt(min_area / r))
+    h_hi = xp.round(xp.sqrt(max_area / r))
     # The largest height whose rounded width still fits (TF's correction, then its -1 fix-up).
-    h_hi = jnp.where(jnp.round(h_hi * r) > width, jnp.floor((width + 0.5) / r), h_hi)
-    h_hi = jnp.where(jnp.round(h_hi * r) > width, h_hi - 1, h_hi)
-    h_hi = jnp.minimum(h_hi, height)
-    h_lo = jnp.minimum(h_lo, h_hi)
-    h = h_lo + uniform_int(u_height, jnp.maximum(h_hi - h_lo + 1, 1))
+    h_hi = xp.where(xp.round(h_hi * r) > width, xp.floor((width + 0.5) / r), h_hi)
+    h_hi = xp.where(xp.round(h_hi * r) > width, h_hi - 1, h_hi)
+    h_hi = xp.minimum(h_hi, height)
+    h_lo = xp.minimum(h_lo, h_hi)
+    h = h_lo + uniform_int(u_height, xp.maximum(h_hi - h_lo + 1, 1))
     # Rounding may leave the area just outside the range: try one pixel taller, then shorter.
-    h = jnp.where(jnp.round(h * r) * h < min_area, h + 1, h)
-    h = jnp.where(jnp.round(h * r) * h > max_area, h - 1, h)
-    w = jnp.round(h * r)
+    h = xp.where(xp.round(h * r) * h < min_area, h + 1, h)
+    h = xp.where(xp.round(h * r) * h > max_area, h - 1, h)
+    w = xp.round(h * r)
     ok = (
         (w * h >= min_area) & (w * h <= max_area)
         & (h >= 1) & (w >= 1) & (h <= height) & (w <= width)
     )
-    first = jnp.argmax(ok, axis=1)[:, None]
-    h = jnp.take_along_axis(h, first, axis=1)[:, 0]
-    w = jnp.take_along_axis(w, first, axis=1)[:, 0]
+    first = xp.argmax(ok, axis=1)[:, None]
+    h = xp.take_along_axis(h, first, axis=1)[:, 0]
+    w = xp.take_along_axis(w, first, axis=1)[:, 0]
     top = uniform_int(u_top, height - h + 1)
     left = uniform_int(u_left, width - w + 1)
-    found = jnp.take_along_axis(ok, first, axis=1)
-    boxes = jnp.stack([top, left, h, w], axis=1)
-    return jnp.where(found, boxes, jnp.array(fallback, jnp.float32)[None])
+    found = xp.take_along_axis(ok, first, axis=1)
+    boxes = xp.stack([top, left, h, w], axis=1)
+    return xp.where(found, boxes, xp.asarray(fallback, dtype=xp.float32)[None])
 
 
 # --------------------------------------------------------------------------- public functions
