@@ -56,9 +56,9 @@ from tqdm import tqdm
 
 import nsjax
 from nsjax import _checks
+from nsjax._io import atomic_write_text
 from nsjax.data._decode import _CONVERSION_NOTES, BadImage, decode_image, image_size
 from nsjax.data._sources import Record, Source
-from nsjax.train._config import atomic_write_text
 
 __all__ = ["ShardSource", "write_shards"]
 

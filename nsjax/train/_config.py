@@ -6,10 +6,10 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 from nsjax import _checks
+from nsjax._io import atomic_write_text
 from nsjax.models import VARIANTS, BlockArgs, EfficientNetConfig, config_for
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -244,20 +244,3 @@ class TrainConfig:
 
 def _set(obj: Any, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the whole new one."""
-    path = os.fspath(path)
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -21,7 +21,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from nsjax import _checks
 from nsjax.train._batches import check_arrays, eval_batches, train_batches
 from nsjax.train._checkpoint import Checkpointer
-from nsjax.train._config import TrainConfig, atomic_write_text
+from nsjax._io import atomic_write_text
+from nsjax.train._config import TrainConfig
 from nsjax.train._mesh import jit_steps, make_mesh, place, shard_batch, state_shardings
 from nsjax.train._state import TrainState, ema_model, init_state
 from nsjax.train._teacher import Teacher, export_teacher

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import zipfile
 
 import equinox as eqx
@@ -26,6 +25,7 @@ import jax
 from jax import Array
 
 from nsjax import _checks
+from nsjax._io import atomic_write
 from nsjax.models import BlockArgs, EfficientNet, EfficientNetConfig, efficientnet_from_config
 from nsjax.models._efficientnet import _check_state
 
@@ -103,7 +103,7 @@ def export_teacher(path: str | os.PathLike, model: EfficientNet, state: eqx.nn.S
             with z.open(_WEIGHTS, "w") as w:
                 eqx.tree_serialise_leaves(w, (teacher.model, teacher.state))
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def teacher_metadata(path: str | os.PathLike) -> dict:
@@ -162,22 +162,6 @@ def _check_path(path) -> str:
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     return os.fspath(path)
 
-
-
-def _atomic_write(path: str, write) -> None:
-    """Call `write(file)` on a temporary sibling of `path`, then rename it over `path`; on any
-    error the temporary file is removed and `path` is untouched."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
 
 
 def _open(path: str) -> zipfile.ZipFile:
