@@ -1,3 +1,4 @@
 from benchmarks.run import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # grain's worker processes (spawn) import this module again
+    raise SystemExit(main())

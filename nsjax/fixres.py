@@ -171,7 +171,9 @@ def _boxes_from_uniforms(
 
     Written once against the array namespace `xp` (`jax.numpy` in `random_resized_crop`, NumPy
     in `nsjax.data`'s host-side crops); float32 `u` keeps the arithmetic in float32 in both, so
-    the same uniforms give the same boxes. `_MAX_ATTEMPTS` candidates per image: aspect ratio
+    the same uniforms give the same boxes. `height`, `width` and `fallback` are one image size
+    (ints) and box, or, with NumPy, one per row (`[batch]`, `[batch]`, `[batch, 4]`): each row
+    then gets the box it would get alone. `_MAX_ATTEMPTS` candidates per image: aspect ratio
     w/h uniform in `ratio`; height uniform among the integers whose box covers a fraction of the
     image in `area` and whose rounded width fits; the first valid candidate wins, else
     `fallback`. Offsets are uniform over every position. Columns of `u`: the ratios of the 10
@@ -184,14 +186,21 @@ def _boxes_from_uniforms(
         """An integer uniform in [0, count) from u uniform in [0, 1); count >= 1."""
         return xp.minimum(xp.floor(u * count), count - 1)
 
+    if np.ndim(height):  # per-image sizes, NumPy `[batch]`: columns against the candidates
+        min_area = (area[0] * np.float64(height) * width).astype(np.float32)[:, None]
+        max_area = (area[1] * np.float64(height) * width).astype(np.float32)[:, None]
+        height, width = np.float32(height), np.float32(width)
+        cand_height, cand_width = height[:, None], width[:, None]
+    else:  # Python ints: weakly typed, so the float32 arithmetic is the same as above
+        min_area, max_area = area[0] * height * width, area[1] * height * width
+        cand_height, cand_width = height, width
     r = ratio[0] + u_ratio * (ratio[1] - ratio[0])
-    min_area, max_area = area[0] * height * width, area[1] * height * width
     h_lo = xp.round(xp.sqrt(min_area / r))
     h_hi = xp.round(xp.sqrt(max_area / r))
     # The largest height whose rounded width still fits (TF's correction, then its -1 fix-up).
-    h_hi = xp.where(xp.round(h_hi * r) > width, xp.floor((width + 0.5) / r), h_hi)
-    h_hi = xp.where(xp.round(h_hi * r) > width, h_hi - 1, h_hi)
-    h_hi = xp.minimum(h_hi, height)
+    h_hi = xp.where(xp.round(h_hi * r) > cand_width, xp.floor((cand_width + 0.5) / r), h_hi)
+    h_hi = xp.where(xp.round(h_hi * r) > cand_width, h_hi - 1, h_hi)
+    h_hi = xp.minimum(h_hi, cand_height)
     h_lo = xp.minimum(h_lo, h_hi)
     h = h_lo + uniform_int(u_height, xp.maximum(h_hi - h_lo + 1, 1))
     # Rounding may leave the area just outside the range: try one pixel taller, then shorter.
@@ -200,7 +209,7 @@ def _boxes_from_uniforms(
     w = xp.round(h * r)
     ok = (
         (w * h >= min_area) & (w * h <= max_area)
-        & (h >= 1) & (w >= 1) & (h <= height) & (w <= width)
+        & (h >= 1) & (w >= 1) & (h <= cand_height) & (w <= cand_width)
     )
     first = xp.argmax(ok, axis=1)[:, None]
     h = xp.take_along_axis(h, first, axis=1)[:, 0]
@@ -209,7 +218,8 @@ def _boxes_from_uniforms(
     left = uniform_int(u_left, width - w + 1)
     found = xp.take_along_axis(ok, first, axis=1)
     boxes = xp.stack([top, left, h, w], axis=1)
-    return xp.where(found, boxes, xp.asarray(fallback, dtype=xp.float32)[None])
+    fallback = xp.asarray(fallback, dtype=xp.float32)
+    return xp.where(found, boxes, fallback if fallback.ndim == 2 else fallback[None])
 
 
 # --------------------------------------------------------------------------- public functions

@@ -29,12 +29,18 @@ def run_peers(which: str, **env: str | int) -> list[dict]:
     if os.environ.get("PEERS_JSON"):
         with open(os.environ["PEERS_JSON"]) as fh:
             return [json.loads(line) for line in fh if line.startswith("{")]
+    return run_script(PEERS, WHICH=which, **env)
+
+
+def run_script(path: str, **env: str | int) -> list[dict]:
+    """Run the peer script `path` with the peer Python and `env` added to the environment;
+    returns its JSON lines ([] when no peer Python)."""
     python = peer_python()
     if python is None:
         print("[peers] no Python with torch+timm (set PEERS_PYTHON): peers skipped", file=sys.stderr)
         return []
-    full_env = {**os.environ, "WHICH": which, **{k: str(v) for k, v in env.items()}}
-    done = subprocess.run([python, PEERS], env=full_env, capture_output=True, text=True, timeout=1800)
+    full_env = {**os.environ, **{k: str(v) for k, v in env.items()}}
+    done = subprocess.run([python, path], env=full_env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         print(f"[peers] failed:\n{done.stderr[-2000:]}", file=sys.stderr)
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

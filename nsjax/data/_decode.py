@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -191,10 +190,11 @@ def _pillow_size(data: bytes) -> tuple[int, int]:
 
 
 def _pillow_open(data: bytes) -> Image.Image:
-    """Pillow's lazy open (the header only). Its decompression-bomb warning is silenced: such
-    an image decodes; only the error, at twice `Image.MAX_IMAGE_PIXELS`, refuses it."""
-    with _pillow_errors(data), warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    """Pillow's lazy open (the header only). An image over `Image.MAX_IMAGE_PIXELS` decodes
+    with Pillow's `DecompressionBombWarning` (not silenced here: `warnings.catch_warnings` is
+    not thread-safe, and the pipelines decode in threads); only Pillow's error, at twice the
+    limit, refuses it."""
+    with _pillow_errors(data):
         return Image.open(io.BytesIO(data))
 
 

@@ -24,10 +24,10 @@ import jax
 import numpy as np
 
 from nsjax import _checks
-from nsjax.data._crops import EvalCrop, TrainCrop
+from nsjax.data._crops import EvalCrop, TrainCrop, _attempt
 from nsjax.data._decode import BadImage
 from nsjax.data._report import DataReport
-from nsjax.data._sources import Source
+from nsjax.data._sources import Record, Source
 
 _STUDENT_KEYS = dict(images="unlabeled_images", targets="unlabeled_targets",
                      teacher_images="teacher_images")  # fmt: skip
@@ -77,7 +77,8 @@ def _check_targets(targets: Any, source: Source) -> None:
 def _read_options(threads: int, workers: int) -> tuple[grain.ReadOptions, int]:
     _checks.check_positive_int("threads", threads, minimum=0)
     _checks.check_positive_int("workers", workers, minimum=0)
-    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(64, 4 * threads)), workers
+    # the buffer counts chunks of _CHUNK records: enough to keep every thread busy
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, 2 * threads)), workers
 
 
 def _in_workers(ds: grain.MapDataset, read: grain.ReadOptions, workers: int) -> grain.IterDataset:
@@ -91,13 +92,33 @@ def _in_workers(ds: grain.MapDataset, read: grain.ReadOptions, workers: int) -> 
     return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
 
 
-# --------------------------------------------------------------------------- elements
+# --------------------------------------------------------------------------- chunks
+
+_CHUNK = 32  # records decoded per grain element: one hand-off per chunk, not per image
 
 
-class _TrainElement:
-    """(position `k` in the endless stream, source index) -> one cropped record.
+def _empty_chunk(count: int, shape: tuple[int, int, int]) -> dict[str, Any]:
+    return dict(images=np.zeros((count, *shape), np.uint8), labels=np.zeros(count, np.int32),
+                index=np.zeros(count, np.int64), epoch=np.zeros(count, np.int64),
+                ids=[""] * count, errors=[None] * count, notes=[None] * count)
 
-    `epoch = k // records` of this process. Randomness: `np.random.default_rng([seed, k])`.
+
+def _fill(chunk: dict[str, Any], row: int, record: Record, result: Any) -> bool:
+    """Row `row` of `chunk` from `record` and its crop `result` (`(image, note)`, a
+    `BadImage`, or None when the record was unreadable); True when the row has an image."""
+    chunk["ids"][row], chunk["labels"][row] = record["id"], record["label"]
+    if record["error"] is not None or isinstance(result, BadImage):
+        chunk["errors"][row] = record["error"] or result.reason
+        return False
+    chunk["images"][row], chunk["notes"][row] = result
+    return True
+
+
+class _TrainChunk:
+    """(chunk number `j`, source indices `[c]`) -> `c` cropped records, stacked.
+
+    Record `k = j * _CHUNK + i` of the endless stream draws from
+    `np.random.default_rng([seed, k])`; its epoch is `k // records` (records of this process).
     """
 
     def __init__(self, source: Source, crop: TrainCrop, seed: int, records: int,
@@ -105,44 +126,50 @@ class _TrainElement:
         self.source, self.crop, self.seed, self.records = source, crop, seed, records
         self.teacher_crop = teacher_crop
 
-    def __call__(self, k: int, index: int) -> dict[str, Any]:
-        record = self.source[int(index)]
-        element = dict(index=int(index), epoch=k // self.records, id=record["id"],
-                       label=record["label"], error=record["error"], note=None, image=None)
-        if record["error"] is None:
-            try:
-                element["image"], element["note"] = self.crop(
-                    record["data"], np.random.default_rng([self.seed, k]))
-                if self.teacher_crop is not None:
-                    element["teacher_image"], _ = self.teacher_crop(record["data"])
-            except BadImage as e:
-                element["image"], element["error"] = None, e.reason
-        return element
+    def __call__(self, j: int, indices: np.ndarray) -> dict[str, Any]:
+        records = [self.source[int(index)] for index in indices]
+        positions = j * _CHUNK + np.arange(len(indices))
+        readable = [row for row, record in enumerate(records) if record["error"] is None]
+        crops = self.crop.crop_many(
+            [records[row]["data"] for row in readable],
+            [np.random.default_rng([self.seed, int(positions[row])]) for row in readable])
+        results = dict(zip(readable, crops))
+        chunk = _empty_chunk(len(indices), (*self.crop.size, 3))
+        chunk["index"][:], chunk["epoch"][:] = indices, positions // self.records
+        if self.teacher_crop is not None:
+            chunk["teacher_images"] = np.zeros((len(indices), *self.teacher_crop.size, 3), np.uint8)
+        for row, record in enumerate(records):
+            if _fill(chunk, row, record, results.get(row)) and self.teacher_crop is not None:
+                try:
+                    chunk["teacher_images"][row], _ = self.teacher_crop(record["data"])
+                except BadImage as e:
+                    chunk["errors"][row] = e.reason
+        return chunk
 
 
-class _EvalElement:
-    """Source index -> one centre-cropped record (deterministic)."""
+class _EvalChunk:
+    """Source indices `[c]` -> `c` centre-cropped records (deterministic)."""
 
     def __init__(self, source: Source, crop: EvalCrop):
         self.source, self.crop = source, crop
 
-    def __call__(self, index: int) -> dict[str, Any]:
-        record = self.source[int(index)]
-        element = dict(index=int(index), epoch=0, id=record["id"], label=record["label"],
-                       error=record["error"], note=None, image=None)
-        if record["error"] is None:
-            try:
-                element["image"], element["note"] = self.crop(record["data"])
-            except BadImage as e:
-                element["error"] = e.reason
-        return element
+    def __call__(self, indices: np.ndarray) -> dict[str, Any]:
+        chunk = _empty_chunk(len(indices), (*self.crop.size, 3))
+        chunk["index"][:] = indices
+        for row, index in enumerate(indices):
+            record = self.source[int(index)]
+            result = None if record["error"] else _attempt(self.crop, record["data"])
+            _fill(chunk, row, record, result)
+        return chunk
 
 
 # --------------------------------------------------------------------------- batching
 
+_ROW_KEYS = ("images", "labels", "index", "teacher_images")
+
 
 class _Batched(grain.IterDataset):
-    """Elements -> batches of `batch` records, in the main process.
+    """Chunks of records -> batches of `batch` records, in the main process, in stream order.
 
     Training (`pad_to=None`): a record that failed is reported and skipped, the next good one
     takes its place. Evaluation (`pad_to=n`): a failed record keeps its place as a zero image
@@ -162,62 +189,95 @@ class _Batched(grain.IterDataset):
 
 
 class _BatchedIterator(grain.DatasetIterator):
+    """State: grain's position before the chunk being read, the rows of it already used, the
+    batches yielded and the report. Restoring re-reads that chunk and skips the used rows."""
+
     def __init__(self, parent: grain.DatasetIterator, spec: _Batched):
         super().__init__(parent)
         self.spec = spec
         self.report = DataReport(spec.report)
-        self.batches = 0  # batches yielded (evaluation pads up to spec.pad_to)
+        self.batches = 0
+        self._chunk: dict[str, Any] | None = None
+        self._used = 0  # rows of _chunk consumed
+        self._before_chunk: Any = None  # parent state before _chunk was read
+
+    def _next_chunk(self) -> bool:
+        before = self._parent.get_state()
+        try:
+            self._chunk = next(self._parent)
+        except StopIteration:
+            self._chunk = None
+            return False
+        self._before_chunk, self._used = before, 0
+        return True
 
     def __next__(self) -> dict[str, np.ndarray]:
         spec = self.spec
         if spec.pad_to is not None and self.batches >= spec.pad_to:
             raise StopIteration
-        rows: list[dict[str, Any]] = []
-        while len(rows) < spec.batch:
-            try:
-                element = next(self._parent)
-            except StopIteration:
-                if spec.pad_to is None:
-                    raise
-                break
-            self.report.start_epoch(element["epoch"])
-            if element["note"] is not None:
-                self.report.convert(element["id"], element["note"], element["epoch"])
-            if element["error"] is not None:
-                self.report.skip(element["id"], element["error"], element["epoch"])
-                if spec.pad_to is None:
-                    continue
-            rows.append(element)
+        parts: list[tuple[dict[str, Any], list[int]]] = []
+        wanted = spec.batch
+        while wanted:
+            if self._chunk is None or self._used == len(self._chunk["index"]):
+                if not self._next_chunk():
+                    if spec.pad_to is None:
+                        raise StopIteration
+                    break
+            rows = self._take(wanted)
+            parts.append((self._chunk, rows))
+            wanted -= len(rows)
         self.batches += 1
-        return self._stack(rows)
+        return self._assemble(parts)
 
-    def _stack(self, rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-        spec, n = self.spec, len(rows)
-        images = np.zeros((spec.batch, *spec.image_shape), np.uint8)
-        for i, row in enumerate(rows):
-            if row["image"] is not None:
-                images[i] = row["image"]
-        index = np.full(spec.batch, -1, np.int64)
-        index[:n] = [row["index"] for row in rows]
-        batch = dict(images=images, index=index)
-        if spec.labeled:
-            batch["labels"] = np.zeros(spec.batch, np.int32)
-            batch["labels"][:n] = [row["label"] for row in rows]
-        if rows and "teacher_image" in rows[0]:
-            batch["teacher_images"] = np.stack([row["teacher_image"] for row in rows])
+    def _take(self, wanted: int) -> list[int]:
+        """Up to `wanted` usable rows of the current chunk, reporting what each row says."""
+        chunk, rows = self._chunk, []
+        while self._used < len(chunk["index"]) and len(rows) < wanted:
+            row, self._used = self._used, self._used + 1
+            epoch, ident = int(chunk["epoch"][row]), chunk["ids"][row]
+            self.report.start_epoch(epoch)
+            if chunk["notes"][row] is not None:
+                self.report.convert(ident, chunk["notes"][row], epoch)
+            if chunk["errors"][row] is not None:
+                self.report.skip(ident, chunk["errors"][row], epoch)
+                if self.spec.pad_to is None:
+                    continue
+            rows.append(row)
+        return rows
+
+    def _assemble(self, parts: list[tuple[dict[str, Any], list[int]]]) -> dict[str, np.ndarray]:
+        spec = self.spec
+        missing = spec.batch - sum(len(rows) for _, rows in parts)
+        if missing:  # the end of an evaluation pass: padding rows, masked out
+            padding = _empty_chunk(missing, spec.image_shape)
+            padding["index"][:], padding["errors"] = -1, ["padding"] * missing
+            parts = parts + [(padding, list(range(missing)))]
+        keys = [k for k in _ROW_KEYS if k in parts[0][0]]
+        chunk, rows = parts[0]
+        if len(parts) == 1 and len(chunk["index"]) == spec.batch:
+            batch = {k: chunk[k] for k in keys}  # one whole chunk: no copy
+        else:
+            batch = {k: np.concatenate([c[k][r] for c, r in parts]) for k in keys}
+        if not spec.labeled:
+            del batch["labels"]
         if spec.targets is not None:
-            batch["targets"] = np.asarray(spec.targets[np.maximum(index, 0)])
+            batch["targets"] = np.asarray(spec.targets[np.maximum(batch["index"], 0)])
         if spec.pad_to is not None:
-            batch["mask"] = np.zeros(spec.batch, bool)
-            batch["mask"][:n] = [row["error"] is None for row in rows]
+            batch["mask"] = np.array([c["errors"][i] is None for c, r in parts for i in r])
         return batch
 
     def get_state(self) -> dict[str, Any]:
-        return dict(elements=self._parent.get_state(), batches=self.batches,
+        partial = self._chunk is not None and self._used < len(self._chunk["index"])
+        return dict(elements=self._before_chunk if partial else self._parent.get_state(),
+                    used=self._used if partial else 0, batches=self.batches,
                     report=self.report.to_json())
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._parent.set_state(state["elements"])
+        self._chunk, self._used = None, 0
+        if state["used"]:
+            self._next_chunk()
+            self._used = int(state["used"])
         self.batches = int(state["batches"])
         self.report = DataReport.from_json(state["report"])
 
@@ -324,9 +384,9 @@ def _train_stream(source: Source, batch: int, crop: TrainCrop, *, seed: int, nam
     if len(rows) < batch:
         raise ValueError(f"{name}: each of the {count} processes must read at least one batch "
                          f"({batch} records), but {source.describe()} gives {len(rows)}")
-    ds = rows.shuffle(seed=seed).repeat().map_with_index(
-        _TrainElement(source, crop, seed, len(rows), teacher_crop))
-    return _Batched(_in_workers(ds, read, workers), batch, name, labeled=source.labeled,
+    chunks = rows.shuffle(seed=seed).repeat().batch(_CHUNK).map_with_index(
+        _TrainChunk(source, crop, seed, len(rows), teacher_crop))
+    return _Batched(_in_workers(chunks, read, workers), batch, name, labeled=source.labeled,
                     pad_to=None, image_shape=(*crop.size, 3), targets=targets)
 
 
@@ -415,9 +475,9 @@ def eval_pipeline(source: Source, batch_size: int, crop: int | EvalCrop, *, work
     read, workers = _read_options(threads, workers)
     rows = grain.MapDataset.range(len(source))[index::count]
     per_process = -(-len(source) // count)
-    ds = _in_workers(rows.map(_EvalElement(source, crop)), read, workers)
-    batched = _Batched(ds, local, "eval", labeled=source.labeled, pad_to=-(-per_process // local),
-                       image_shape=(*crop.size, 3))
+    chunks = _in_workers(rows.batch(_CHUNK).map(_EvalChunk(source, crop)), read, workers)
+    batched = _Batched(chunks, local, "eval", labeled=source.labeled,
+                       pad_to=-(-per_process // local), image_shape=(*crop.size, 3))
     return _finish(batched, mesh, prefetch)
 
 

@@ -86,6 +86,42 @@ def test_numpy_and_jax_boxes_are_identical(height, width, area_lo, area_hi, rati
     np.testing.assert_array_equal(ours, theirs)
 
 
+@SETTINGS
+@given(sizes=st.lists(st.tuples(st.integers(1, 900), st.integers(1, 900)), min_size=1, max_size=9),
+       area_lo=st.floats(0.01, 1.0), ratio_lo=st.floats(0.1, 3.0), seed=st.integers(0, 2**32 - 1))
+def test_per_image_sizes_give_each_image_its_own_box(sizes, area_lo, ratio_lo, seed):
+    """One vectorised call over images of different sizes (the host pipeline's chunks) gives
+    every row the box a call for that image alone gives."""
+    area, ratio = (area_lo, 1.0), (ratio_lo, 2 * ratio_lo)
+    u = np.random.default_rng(seed).random((len(sizes), 22), dtype=np.float32)
+    heights, widths = (np.array(v) for v in zip(*sizes))
+    fallback = np.array([fixres._center_box(h, w, 0.875) for h, w in sizes], np.float32)
+    together = fixres._boxes_from_uniforms(np, u, heights, widths, area, ratio, fallback)
+    for i, (h, w) in enumerate(sizes):
+        alone = fixres._boxes_from_uniforms(np, u[i:i + 1], h, w, area, ratio, fallback[i])
+        np.testing.assert_array_equal(together[i], alone[0])
+
+
+def test_crop_many_is_each_crop_alone(photo):
+    """`crop_many` (vectorised boxes) gives what one call per image gives, bad images in
+    place, whatever the mix of sizes and formats."""
+    data = [_encode(photo, "JPEG", quality=90), _encode(photo[:50, :70], "PNG"), b"junk",
+            photo[10:90, 5:125].copy(), _encode(photo, "JPEG")[:300]]
+    for crop in (TrainCrop(32), TrainCrop(24, resize="pil", area=(0.3, 0.6)),
+                 TrainCrop(16, crop="pad")):
+        many = crop.crop_many(data, [np.random.default_rng([7, i]) for i in range(len(data))])
+        for i, item in enumerate(data):
+            rng = np.random.default_rng([7, i])
+            if isinstance(many[i], _crops.BadImage):
+                with pytest.raises(_crops.BadImage, match=many[i].reason[:10]):
+                    crop(item, rng)
+            else:
+                image, note = crop(item, rng)
+                np.testing.assert_array_equal(many[i][0], image)
+                assert many[i][1] == note
+        assert [isinstance(m, _crops.BadImage) for m in many] == [False, False, True, False, True]
+
+
 @pytest.mark.parametrize("height, width, area, ratio", [
     (375, 500, (0.08, 1.0), (3 / 4, 4 / 3)),  # an ImageNet photo, the reference's ranges
     (31, 17, (0.02, 1.0), (0.5, 2.0)),  # a small image and wide ranges: every rounding counts
