@@ -28,6 +28,7 @@ def test_unknown_benchmark_name_is_an_error(tmp_path):
     assert run.main(["--only", "no-such-benchmark", "--out", str(tmp_path / "x.json")]) == 2
 
 
+@pytest.mark.slow  # 40 s; on CPU it repeats test_randaugment's executor-agreement tests
 def test_randaugment_device_check_finds_no_difference(tmp_path):
     # Without an accelerator it checks the batched executor (GPU/TPU) against the per-image
     # one on the four policies; the single ops are only checked on an accelerator.

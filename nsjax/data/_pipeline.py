@@ -16,14 +16,15 @@ would have produced.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grain
 import jax
 import numpy as np
 
-from nsjax import _checks
+from nsjax import _checks, noise
 from nsjax.data._crops import EvalCrop, TrainCrop, _attempt
 from nsjax.data._decode import BadImage
 from nsjax.data._report import DataReport
@@ -178,11 +179,11 @@ class _Batched(grain.IterDataset):
     """
 
     def __init__(self, parent: grain.IterDataset, batch: int, report: str, *, labeled: bool,
-                 pad_to: int | None, image_shape: tuple[int, int, int],
-                 targets: Any = None):  # fmt: skip
+                 pad_to: int | None, image_shape: tuple[int, int, int], targets: Any = None,
+                 randaugment: tuple[int, float, int] | None = None):  # fmt: skip
         super().__init__(parent)
         self.batch, self.report, self.labeled, self.pad_to = batch, report, labeled, pad_to
-        self.image_shape, self.targets = image_shape, targets
+        self.image_shape, self.targets, self.randaugment = image_shape, targets, randaugment
 
     def __iter__(self) -> _BatchedIterator:
         return _BatchedIterator(self._parent.__iter__(), self)
@@ -226,8 +227,9 @@ class _BatchedIterator(grain.DatasetIterator):
             rows = self._take(wanted)
             parts.append((self._chunk, rows))
             wanted -= len(rows)
+        batch = self._assemble(parts)
         self.batches += 1
-        return self._assemble(parts)
+        return batch
 
     def _take(self, wanted: int) -> list[int]:
         """Up to `wanted` usable rows of the current chunk, reporting what each row says."""
@@ -264,6 +266,8 @@ class _BatchedIterator(grain.DatasetIterator):
             batch["targets"] = np.asarray(spec.targets[np.maximum(batch["index"], 0)])
         if spec.pad_to is not None:
             batch["mask"] = np.array([c["errors"][i] is None for c, r in parts for i in r])
+        if spec.randaugment is not None:
+            batch["images"] = _host_randaugment(batch["images"], *spec.randaugment, self.batches)
         return batch
 
     def get_state(self) -> dict[str, Any]:
@@ -280,6 +284,20 @@ class _BatchedIterator(grain.DatasetIterator):
             self._used = int(state["used"])
         self.batches = int(state["batches"])
         self.report = DataReport.from_json(state["report"])
+
+
+@functools.cache
+def _randaugment_on_cpu(layers: int, magnitude: float) -> Callable[..., jax.Array]:
+    return jax.jit(functools.partial(noise.randaugment, num_layers=layers, magnitude=magnitude))
+
+
+def _host_randaugment(images: np.ndarray, layers: int, magnitude: float, seed: int,
+                      batch_number: int) -> np.ndarray:
+    """`nsjax.noise.randaugment` on this host's CPU, keyed by `fold_in(key(seed), batch)`."""
+    cpu = jax.devices("cpu")[0]
+    key = jax.random.fold_in(jax.random.key(seed), batch_number)
+    augment = _randaugment_on_cpu(layers, magnitude)
+    return np.asarray(augment(jax.device_put(key, cpu), jax.device_put(images, cpu)))
 
 
 class _Student(grain.IterDataset):
@@ -378,7 +396,8 @@ def _finish(ds: grain.IterDataset, mesh: jax.sharding.Mesh | None, prefetch: int
 
 def _train_stream(source: Source, batch: int, crop: TrainCrop, *, seed: int, name: str,
                   shard: tuple[int, int], read: grain.ReadOptions, workers: int, targets: Any,
-                  teacher_crop: EvalCrop | None) -> grain.IterDataset:  # fmt: skip
+                  teacher_crop: EvalCrop | None,
+                  randaugment: tuple[int, float] | None) -> grain.IterDataset:  # fmt: skip
     index, count = shard
     rows = grain.MapDataset.range(len(source))[index::count]
     if len(rows) < batch:
@@ -387,7 +406,18 @@ def _train_stream(source: Source, batch: int, crop: TrainCrop, *, seed: int, nam
     chunks = rows.shuffle(seed=seed).repeat().batch(_CHUNK).map_with_index(
         _TrainChunk(source, crop, seed, len(rows), teacher_crop))
     return _Batched(_in_workers(chunks, read, workers), batch, name, labeled=source.labeled,
-                    pad_to=None, image_shape=(*crop.size, 3), targets=targets)
+                    pad_to=None, image_shape=(*crop.size, 3), targets=targets,
+                    randaugment=None if randaugment is None else (*randaugment, seed))
+
+
+def _check_randaugment(randaugment: Any) -> tuple[int, float] | None:
+    if randaugment is None:
+        return None
+    if not isinstance(randaugment, tuple) or len(randaugment) != 2:
+        raise TypeError(f"randaugment must be None or (layers, magnitude), e.g. (2, 27.0), got "
+                        f"{randaugment!r}")
+    return (_checks.check_positive_int("randaugment[0] (layers)", randaugment[0]),
+            _checks.check_number("randaugment[1] (magnitude)", randaugment[1], minimum=0.0))
 
 
 def _train_crop(crop: Any) -> TrainCrop:
@@ -410,7 +440,8 @@ def _eval_crop(name: str, crop: Any) -> EvalCrop:
 
 
 def train_pipeline(source: Source, batch_size: int, crop: int | TrainCrop, *, seed: int,
-                   targets: Any = None, workers: int = 0, threads: int = 8,
+                   targets: Any = None, randaugment: tuple[int, float] | None = None,
+                   workers: int = 0, threads: int = 8,
                    shard: tuple[int, int] | None = None, mesh: jax.sharding.Mesh | None = None,
                    prefetch: int = 2) -> Batches:  # fmt: skip
     """Endless training batches: shuffled every epoch, decoded, Inception-cropped and flipped.
@@ -424,6 +455,10 @@ def train_pipeline(source: Source, batch_size: int, crop: int | TrainCrop, *, se
     - `seed`: shuffling and cropping seed; the same seed gives the same batches.
     - `targets`: optional array with one row per source record (e.g. a teacher's
       pseudo-labels), gathered into `batch["targets"]`.
+    - `randaugment`: `(layers, magnitude)` to apply `nsjax.noise.randaugment` to every batch
+      here, on this host's CPU (key `fold_in(key(seed), batch number)`), instead of in the
+      train step (then set the config's `randaugment_magnitude=None`); None (default): the
+      step does it.
     - `workers`: decode in this many worker processes (0: in threads of this process).
     - `threads`: decode threads per process (Pillow, simplejpeg and OpenCV release the GIL).
     - `shard`: `(index, count)` of this process; jax's process index and count by default.
@@ -444,7 +479,7 @@ def train_pipeline(source: Source, batch_size: int, crop: int | TrainCrop, *, se
     read, workers = _read_options(threads, workers)
     stream = _train_stream(source, local, _train_crop(crop), seed=seed, name="train",
                            shard=(index, count), read=read, workers=workers, targets=targets,
-                           teacher_crop=None)
+                           teacher_crop=None, randaugment=_check_randaugment(randaugment))
     return _finish(stream, mesh, prefetch)
 
 
@@ -484,7 +519,8 @@ def eval_pipeline(source: Source, batch_size: int, crop: int | EvalCrop, *, work
 def student_pipeline(labeled: Source, unlabeled: Source, *, labeled_batch: int,
                      unlabeled_ratio: int, crop: int | TrainCrop, seed: int,
                      targets: Any = None, teacher_crop: int | EvalCrop | None = None,
-                     workers: int = 0, threads: int = 8, shard: tuple[int, int] | None = None,
+                     randaugment: tuple[int, float] | None = None, workers: int = 0,
+                     threads: int = 8, shard: tuple[int, int] | None = None,
                      mesh: jax.sharding.Mesh | None = None, prefetch: int = 2) -> Batches:  # fmt: skip
     """The Noisy Student step's input: `labeled_batch` labeled and `unlabeled_ratio` times as
     many unlabeled images per step, two streams each shuffled and epoch-cycled independently
@@ -501,7 +537,8 @@ def student_pipeline(labeled: Source, unlabeled: Source, *, labeled_batch: int,
       (`batch["unlabeled_targets"]`), or
     - `teacher_crop`: the clean view an online teacher reads (`batch["teacher_images"]`, an
       `EvalCrop` or side); one of `targets` and `teacher_crop` is needed.
-    - `workers`, `threads`, `shard`, `mesh`, `prefetch`: as in `train_pipeline`.
+    - `randaugment`, `workers`, `threads`, `shard`, `mesh`, `prefetch`: as in
+      `train_pipeline` (RandAugment, when here, noises both streams, not the teacher's view).
 
     **Returns:** `Batches` of the engine's batch dicts (`nsjax.train.train_step`): `images`
     uint8 `[b, h, w, 3]`, `labels` int32 `[b]`, `unlabeled_images` uint8 `[r b, h, w, 3]`, and
@@ -522,7 +559,8 @@ def student_pipeline(labeled: Source, unlabeled: Source, *, labeled_batch: int,
     _checks.check_positive_int("prefetch", prefetch, minimum=0)
     crop = _train_crop(crop)
     read, workers = _read_options(threads, workers)
-    common = dict(shard=(index, count), read=read, workers=workers)
+    common = dict(shard=(index, count), read=read, workers=workers,
+                  randaugment=_check_randaugment(randaugment))
     lab = _train_stream(labeled, local, crop, seed=seed, name="labeled", targets=None,
                         teacher_crop=None, **common)
     unl = _train_stream(unlabeled, local * unlabeled_ratio, crop, seed=seed + 1,

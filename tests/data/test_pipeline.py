@@ -237,3 +237,60 @@ def test_pipeline_argument_errors(npz, tmp_path):
     with pytest.raises(ValueError, match="workers"):
         train_pipeline(npz, 4, TrainCrop(8), seed=0, workers=-1)
     assert os.path.exists(npz.path)
+
+
+def test_npz_to_shards_to_batches_round_trip(tmp_path):
+    """npz -> write_shards -> ShardSource -> eval batches at the native size, whole image
+    (crop fraction 1): the batches are the source images, in order, with their labels."""
+    from nsjax.data._crops import EvalCrop
+    from nsjax.data._shards import ShardSource, write_shards
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 20, 20, 3), dtype=np.uint8)
+    path = str(tmp_path / "a.npz")
+    np.savez(path, images=images, labels=np.arange(10) % 3)
+    write_shards(NpzSource(path), str(tmp_path / "shards"), records_per_shard=4)
+    shards = ShardSource(str(tmp_path / "shards"))
+    got = list(eval_pipeline(shards, 4, EvalCrop(20, crop_fraction=1.0)))
+    mask = np.concatenate([b["mask"] for b in got])
+    np.testing.assert_array_equal(np.concatenate([b["images"] for b in got])[mask], images)
+    np.testing.assert_array_equal(np.concatenate([b["labels"] for b in got])[mask],
+                                  np.arange(10) % 3)
+
+
+def test_small_images_are_upscaled_and_reported(tmp_path):
+    root = tmp_path / "u"
+    root.mkdir()
+    for i in range(4):
+        (root / f"{i}.jpg").write_bytes(jpeg_bytes(50 * i, size=(8, 12)))
+    batches = train_pipeline(ImageFolderSource(str(root), labeled=False), 4, 32, seed=0)
+    batch = next(batches)
+    assert batch["images"].shape == (4, 32, 32, 3)
+    report = batches.reports["train"]
+    assert report.num_converted == 4 and report.num_skipped == 0
+    assert all(c["reason"].startswith("upscaled: 8x12") for c in report.converted)
+
+
+def test_randaugment_on_the_host_is_the_steps_randaugment(npz):
+    """`randaugment=(2, 9.0)` applies nsjax.noise.randaugment to batch t with key
+    fold_in(key(seed), t): the plain pipeline's batch, augmented with that key, is what comes
+    out; and a resumed pipeline continues with the right keys."""
+    from nsjax.data._pipeline import _randaugment_on_cpu
+
+    # nsjax.noise.randaugment, jitted (tests/test_randaugment.py: the same with and without jit)
+    randaugment = _randaugment_on_cpu(2, 9.0)
+    plain = take(train_pipeline(npz, 4, 16, seed=3), 3)
+    augmented = train_pipeline(npz, 4, 16, seed=3, randaugment=(2, 9.0))
+    got = take(augmented, 2)
+    for t, (p, a) in enumerate(zip(plain, got)):
+        key = jax.random.fold_in(jax.random.key(3), t)
+        expected = randaugment(key, p["images"])
+        np.testing.assert_array_equal(a["images"], expected)
+        np.testing.assert_array_equal(a["index"], p["index"])
+    assert not np.array_equal(got[0]["images"], plain[0]["images"])
+    resumed = train_pipeline(npz, 4, 16, seed=3, randaugment=(2, 9.0))
+    resumed.set_state(augmented.get_state())
+    key = jax.random.fold_in(jax.random.key(3), 2)
+    np.testing.assert_array_equal(next(resumed)["images"], randaugment(key, plain[2]["images"]))
+    with pytest.raises(TypeError, match=r"randaugment must be None or \(layers, magnitude\)"):
+        train_pipeline(npz, 4, 16, seed=3, randaugment=2)
