@@ -2,12 +2,13 @@
 student's labeled + unlabeled stream.
 
 Each process reads its `1/P` of the records (`source[index::P]`, before shuffling), decodes and
-crops them in grain (threads, or worker processes with `workers > 0`) and batches them in the
-main process. Batching after the workers is what makes the batches the same whatever the worker
-count (grain's workers each take every `workers`-th element; the merged order is fixed) and
-lets a bad record be skipped without changing the batch shape: the batcher just takes the next
-good one. Every random choice of record `k` of the stream (its crop box, its flip) comes from a
-generator seeded by `(seed, k)`, so it is the same in any worker.
+crops them in grain, `_CHUNK` consecutive records of the stream per grain element (threads, or
+worker processes with `workers > 0`; one hand-off and one vectorised box draw per chunk), and
+batches them in the main process. Batching after the workers is what makes the batches the same
+whatever the worker count (grain's workers each take every `workers`-th element; the merged
+order is fixed) and lets a bad record be skipped without changing the batch shape: the batcher
+just takes the next good one. Every random choice of record `k` of the stream (its crop box,
+its flip) comes from a generator seeded by `(seed, k)`, so it is the same in any worker.
 
 The iterator's state (`get_state()`, a small JSON dict: grain's positions plus the report) is
 what the engine checkpoints; after `set_state` the next batch is the one an uninterrupted run
