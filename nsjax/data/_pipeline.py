@@ -174,17 +174,19 @@ class _Batched(grain.IterDataset):
     """Chunks of records -> batches of `batch` records, in the main process, in stream order.
 
     Training (`pad_to=None`): a record that failed is reported and skipped, the next good one
-    takes its place. Evaluation (`pad_to=n`): a failed record keeps its place as a zero image
+    takes its place; a whole epoch (`records`) of failures in a row raises. Evaluation (`pad_to=n`): a failed record keeps its place as a zero image
     with `mask` False, and the stream is padded (zeros, `mask` False, `index` -1) to exactly `n`
     batches, so every process runs the same number of steps.
     """
 
     def __init__(self, parent: grain.IterDataset, batch: int, report: str, *, labeled: bool,
-                 pad_to: int | None, image_shape: tuple[int, int, int], targets: Any = None,
+                 records: int, pad_to: int | None, image_shape: tuple[int, int, int],
+                 targets: Any = None,
                  randaugment: tuple[int, float, int] | None = None):  # fmt: skip
         super().__init__(parent)
         self.batch, self.report, self.labeled, self.pad_to = batch, report, labeled, pad_to
-        self.image_shape, self.targets, self.randaugment = image_shape, targets, randaugment
+        self.records, self.image_shape, self.targets = records, image_shape, targets
+        self.randaugment = randaugment
 
     def __iter__(self) -> _BatchedIterator:
         return _BatchedIterator(self._parent.__iter__(), self)
@@ -202,6 +204,7 @@ class _BatchedIterator(grain.DatasetIterator):
         self._chunk: dict[str, Any] | None = None
         self._used = 0  # rows of _chunk consumed
         self._before_chunk: Any = None  # parent state before _chunk was read
+        self._bad_in_a_row = 0  # a whole epoch of them: nothing can be read, stop
 
     def _next_chunk(self) -> bool:
         before = self._parent.get_state()
@@ -244,7 +247,13 @@ class _BatchedIterator(grain.DatasetIterator):
             if chunk["errors"][row] is not None:
                 self.report.skip(ident, chunk["errors"][row], epoch)
                 if self.spec.pad_to is None:
+                    self._bad_in_a_row += 1
+                    if self._bad_in_a_row >= self.spec.records:
+                        raise ValueError(
+                            f"{self.spec.report}: none of this process's {self.spec.records} "
+                            f"records can be read; first skipped: {self.report.skipped[:3]}")
                     continue
+            self._bad_in_a_row = 0
             rows.append(row)
         return rows
 
@@ -407,7 +416,7 @@ def _train_stream(source: Source, batch: int, crop: TrainCrop, *, seed: int, nam
     chunks = rows.shuffle(seed=seed).repeat().batch(_CHUNK).map_with_index(
         _TrainChunk(source, crop, seed, len(rows), teacher_crop))
     return _Batched(_in_workers(chunks, read, workers), batch, name, labeled=source.labeled,
-                    pad_to=None, image_shape=(*crop.size, 3), targets=targets,
+                    records=len(rows), pad_to=None, image_shape=(*crop.size, 3), targets=targets,
                     randaugment=None if randaugment is None else (*randaugment, seed))
 
 
@@ -512,7 +521,7 @@ def eval_pipeline(source: Source, batch_size: int, crop: int | EvalCrop, *, work
     rows = grain.MapDataset.range(len(source))[index::count]
     per_process = -(-len(source) // count)
     chunks = _in_workers(rows.batch(_CHUNK).map(_EvalChunk(source, crop)), read, workers)
-    batched = _Batched(chunks, local, "eval", labeled=source.labeled,
+    batched = _Batched(chunks, local, "eval", labeled=source.labeled, records=len(rows),
                        pad_to=-(-per_process // local), image_shape=(*crop.size, 3))
     return _finish(batched, mesh, prefetch)
 

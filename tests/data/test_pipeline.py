@@ -294,3 +294,13 @@ def test_randaugment_on_the_host_is_the_steps_randaugment(npz):
     np.testing.assert_array_equal(next(resumed)["images"], randaugment(key, plain[2]["images"]))
     with pytest.raises(TypeError, match=r"randaugment must be None or \(layers, magnitude\)"):
         train_pipeline(npz, 4, 16, seed=3, randaugment=2)
+
+
+def test_nothing_readable_is_an_error_not_a_hang(tmp_path):
+    root = tmp_path / "u"
+    root.mkdir()
+    for i in range(5):
+        (root / f"{i}.jpg").write_text("not an image")
+    batches = train_pipeline(ImageFolderSource(str(root), labeled=False), 2, 8, seed=0)
+    with pytest.raises(ValueError, match="train: none of this process's 5 records can be read"):
+        next(batches)
