@@ -276,6 +276,7 @@ class _BatchedIterator(grain.DatasetIterator):
             batch["targets"] = np.asarray(spec.targets[np.maximum(batch["index"], 0)])
         if spec.pad_to is not None:
             batch["mask"] = np.array([c["errors"][i] is None for c, r in parts for i in r])
+            batch["ids"] = np.array([c["ids"][i] for c, r in parts for i in r])
         if spec.randaugment is not None:
             batch["images"] = _host_randaugment(batch["images"], *spec.randaugment, self.batches)
         return batch
@@ -398,7 +399,11 @@ def _finish(ds: grain.IterDataset, mesh: jax.sharding.Mesh | None, prefetch: int
     if mesh is not None:
         from nsjax.train._mesh import shard_batch
 
-        ds = ds.map(lambda batch: shard_batch(batch, mesh))
+        def place(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+            arrays = shard_batch({k: v for k, v in batch.items() if k != "ids"}, mesh)
+            return {**arrays, **({"ids": batch["ids"]} if "ids" in batch else {})}
+
+        ds = ds.map(place)
     if prefetch:
         ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=prefetch)
     return Batches(ds)
@@ -507,6 +512,7 @@ def eval_pipeline(source: Source, batch_size: int, crop: int | EvalCrop, *, work
     - `workers`, `threads`, `shard`, `mesh`, `prefetch`: as in `train_pipeline`.
 
     **Returns:** `Batches` of dicts: `images` uint8 `[b, h, w, 3]`, `index` int64 `[b]`,
+    `ids` str `[b]` (the records' ids, "" for padding; kept on the host with a `mesh`),
     `mask` bool `[b]`, `labels` int32 `[b]` (labeled sources). Each process yields the same
     number of batches, `ceil(ceil(N / P) / b)`; the last are padded (`mask` False, `index` -1).
     A record that cannot be decoded keeps its row with `mask` False and is reported

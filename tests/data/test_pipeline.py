@@ -148,6 +148,7 @@ def test_eval_masks_bad_files_and_pads(tmp_path):
     mask = np.concatenate([b["mask"] for b in got])
     np.testing.assert_array_equal(index, list(range(11)) + [-1])
     ids = [source[i]["id"] for i in range(11)]
+    np.testing.assert_array_equal(np.concatenate([b["ids"] for b in got]), ids + [""])
     assert [ids[i] for i in index[:11][~mask[:11]]] == ["bad_text.jpg", "bad_truncated.jpg"]
     assert not mask[11]
     good = [i for i in range(11) if mask[i] and ids[i].startswith("good")]
