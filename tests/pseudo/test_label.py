@@ -9,7 +9,6 @@ import sys
 import time
 
 import equinox as eqx
-import jax
 import numpy as np
 import pytest
 

@@ -49,11 +49,13 @@ def make(logits: np.ndarray, top_k: int) -> PseudoLabels:
 
 
 def assert_same(a: PseudoLabels, b: PseudoLabels) -> None:
-    """Bitwise equal, dtypes included."""
+    """Bitwise equal, dtypes included (ids: both str, of any width; a file keeps their
+    UTF-8 bytes, not NumPy's padding width)."""
     assert a.num_classes == b.num_classes
     for name in _store._ARRAYS:
         x, y = getattr(a, name), getattr(b, name)
-        assert x.dtype == y.dtype and x.shape == y.shape, name
+        same_dtype = x.dtype.kind == y.dtype.kind == "U" if name == "ids" else x.dtype == y.dtype
+        assert same_dtype and x.shape == y.shape, name
         np.testing.assert_array_equal(x, y, err_msg=name)
 
 
@@ -231,10 +233,10 @@ def test_many_classes_use_int32_classes(c, dtype):
 def test_bytes_per_image():
     logits = random_logits(0, 3, 1000)
     ids = [ID] * 3
-    for k, want in ((1, 140), (5, 156), (10, 176), (20, 216)):
+    for k, want in ((1, 50), (5, 66), (10, 86), (20, 126)):  # the id: 30 B of UTF-8
         assert from_logits(logits, index=[0, 1, 2], ids=ids, top_k=k).bytes_per_image() == want
     big = from_logits(np.zeros((1, 40000)), index=[0], ids=[ID], top_k=5)
-    assert big.bytes_per_image() == 8 + 120 + 4 + 4 + 5 * (4 + 2)
+    assert big.bytes_per_image() == 8 + 30 + 4 + 4 + 5 * (4 + 2)
 
 
 # ----------------------------------------------------------------------------- take, join, files
@@ -286,7 +288,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 
 def write_npz(path, labels: PseudoLabels, **changes) -> None:
-    arrays = {name: getattr(labels, name) for name in _store._ARRAYS}
+    arrays = _store._to_disk(labels)
     arrays.update(format=np.str_(_store.FORMAT), version=np.int64(_store.VERSION),
                   num_classes=np.int64(labels.num_classes))  # fmt: skip
     arrays.update(changes)
@@ -304,7 +306,8 @@ def write_npz(path, labels: PseudoLabels, **changes) -> None:
     (dict(classes=np.zeros(4, np.int32)), ValueError, "classes must have shape"),
     (dict(num_classes=np.int64(2)), ValueError, "k in \\[1, 2\\]"),
     (dict(classes=np.full(3, 5, np.int32)), ValueError, "classes must be in \\[0, 4\\]"),
-    (dict(ids=np.arange(3)), TypeError, "ids must be a NumPy str"),
+    (dict(ids=np.arange(3)), ValueError, "ids must be UTF-8 bytes"),
+    (dict(ids=np.array(["a", "b", "c"])), ValueError, "ids must be UTF-8 bytes"),
 ])  # fmt: skip
 def test_load_refuses_a_bad_file_naming_it(tmp_path, changes, error, match):
     path = tmp_path / "bad.npz"
@@ -396,3 +399,13 @@ def test_constructor_checks_every_field(changes, error, match):
     fields["num_classes"] = labels.num_classes
     with pytest.raises(error, match=match):
         PseudoLabels(**{**fields, **changes})
+
+
+def test_ids_are_stored_as_utf8_and_read_back_as_str(tmp_path):
+    ids = ["ünïcode/ß.jpg", "plain.png", "日本/猫.webp"]
+    labels = from_logits(np.zeros((3, 4)), index=[0, 1, 2], ids=ids, top_k=2)
+    save(tmp_path / "s.npz", labels)
+    with np.load(tmp_path / "s.npz") as raw:
+        assert raw["ids"].dtype.kind == "S"
+    back = load(tmp_path / "s.npz")
+    assert back.ids.dtype.kind == "U" and back.ids.tolist() == ids
