@@ -97,18 +97,27 @@ def _load_classes(path: str) -> list[str]:
     return classes
 
 
-def _convert_source(args: argparse.Namespace):
-    from nsjax.data._sources import ImageFolderSource, NpzSource
+def open_source(path: str, *, labeled: bool, classes: str | None = None):
+    """The source at `path`: a shard folder (`nsjax convert`'s), an image folder or an .npz."""
+    from nsjax.data import ImageFolderSource, NpzSource, ShardSource
+    from nsjax.data._shards import MANIFEST
 
-    if not os.path.exists(args.src):
-        raise FileNotFoundError(f"{args.src}: no such file or folder")
-    if args.classes is not None and (args.unlabeled or not os.path.isdir(args.src)):
-        raise UsageError("--classes is for labeled image folders (not with --unlabeled or an "
-                         ".npz)")
-    if os.path.isdir(args.src):
-        classes = None if args.classes is None else _load_classes(args.classes)
-        return ImageFolderSource(args.src, labeled=not args.unlabeled, classes=classes)
-    return NpzSource(args.src, labeled=not args.unlabeled)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    shards = os.path.isfile(os.path.join(path, MANIFEST))
+    if classes is not None and (not labeled or not os.path.isdir(path) or shards):
+        raise UsageError("--classes is for labeled image folders (not with --unlabeled, an "
+                         ".npz or shards)")
+    if shards:
+        return ShardSource(path)
+    if os.path.isdir(path):
+        names = None if classes is None else _load_classes(classes)
+        return ImageFolderSource(path, labeled=labeled, classes=names)
+    return NpzSource(path, labeled=labeled)
+
+
+def _convert_source(args: argparse.Namespace):
+    return open_source(args.src, labeled=not args.unlabeled, classes=args.classes)
 
 
 def _convert_summary(manifest: dict[str, Any], dst: str, seconds: float, wrote: bool) -> str:
@@ -149,9 +158,82 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- label
+
+
+def _label_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("teacher", help="a teacher file (teacher.eqx of a training run)")
+    parser.add_argument("source", help="the unlabeled images: an image folder (any tree), an "
+                        ".npz (images) or a shard folder (nsjax convert); labels are ignored")
+    parser.add_argument("out", help="the store's folder; rerun the same command to resume")
+    parser.add_argument("--top-k", type=_int_in(1), default=10, metavar="K",
+                        help="log-probabilities kept per image (default 10)")
+    parser.add_argument("--batch-size", type=_int_in(1), default=256, metavar="B",
+                        help="images per teacher call on this process (default 256)")
+    parser.add_argument("--records-per-shard", type=_int_in(1), metavar="N",
+                        help="images per store file (default: a shard folder's own shards, "
+                        "else 10000)")
+    parser.add_argument("--crop-fraction", type=float, default=0.875, metavar="F",
+                        help="the centre crop's side over the image's short side (default "
+                        "0.875)")
+    parser.add_argument("--threads", type=_int_in(0), default=8, metavar="T",
+                        help="decode threads (default 8)")
+
+
+def _label(args: argparse.Namespace) -> int:
+    from nsjax.pseudo import label
+    from nsjax.train import TrainConfig, load_teacher, teacher_metadata
+
+    source = open_source(args.source, labeled=False)
+    trained = teacher_metadata(args.teacher).get("metadata", {}).get("train_config")
+    config = TrainConfig() if trained is None else TrainConfig.from_json(json.dumps(trained))
+    teacher = load_teacher(args.teacher)
+    start = time.perf_counter()
+    job = label(teacher, source, args.out, top_k=args.top_k, batch_size=args.batch_size,
+                records_per_shard=args.records_per_shard, crop_fraction=args.crop_fraction,
+                mean=config.mean, std=config.std, compute_dtype=config.compute_dtype,
+                threads=args.threads, progress=True)  # fmt: skip
+    skipped = "; ".join(f"{s['id']} ({s['reason']})" for s in job["skipped"][:3])
+    print(f"Labelled {len(job['done'])} of {len(job['shards'])} shards into {args.out} in "
+          f"{time.perf_counter() - start:.1f} s (the others were done before or belong to other "
+          f"processes); skipped {len(job['skipped'])} images{': ' + skipped if skipped else ''}. "
+          f"Read with nsjax.pseudo.read_labels({args.out!r}).")
+    return 0
+
+
+# --------------------------------------------------------------------------- balance
+
+
+def _balance_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("store", help="a pseudo-label store (nsjax label's output folder)")
+    parser.add_argument("out", help="the folder to write balance.npz and balance.json into")
+    parser.add_argument("--per-class", type=_int_in(1), required=True, metavar="N",
+                        help="rows wanted per predicted class (the ImageNet recipe: 130000)")
+    parser.add_argument("--min-confidence", type=float, default=0.3, metavar="P",
+                        help="no image below this confidence is kept (default 0.3, the paper's)")
+    parser.add_argument("--mode", choices=("topk", "official"), default="topk",
+                        help="topk: the paper's rule (default); official: filter_unlabel.py's")
+    parser.add_argument("--seed", type=_int_in(0), default=0,
+                        help="seeds every random choice (default 0)")
+
+
+def _balance(args: argparse.Namespace) -> int:
+    from nsjax.pseudo import balance, read_labels, save_balance
+
+    result = balance(read_labels(args.store), per_class=args.per_class,
+                     min_confidence=args.min_confidence, mode=args.mode, seed=args.seed)
+    save_balance(args.out, result)
+    print(result.summary())
+    return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("convert", "convert an image folder or .npz into ArrayRecord shards (resumable)",
             _convert_arguments, _convert),
+    Command("label", "a teacher's pseudo-labels for unlabeled images, as a compact store "
+            "(resumable, per process)", _label_arguments, _label),
+    Command("balance", "the balanced selection of a pseudo-label store (per predicted class)",
+            _balance_arguments, _balance),
 )
 
 

@@ -1,5 +1,6 @@
 """The `nsjax` command line, run in-process through `main(argv)`."""
 
+import argparse
 import io
 import json
 import os
@@ -104,7 +105,45 @@ def test_bad_flags_exit_2(tmp_path, capsys, flags, message):
 
 
 def test_commands_are_a_registry():
-    assert [c.name for c in COMMANDS] == ["convert"]
+    assert [c.name for c in COMMANDS] == ["convert", "label", "balance"]
     with pytest.raises(SystemExit) as exit:
         main([])
     assert exit.value.code == 2
+
+
+@pytest.mark.parametrize("command", [c.name for c in COMMANDS])
+def test_every_command_explains_its_flags(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([command, "--help"])
+    assert exit.value.code == 0
+    text = capsys.readouterr().out
+    parser = next(c for c in COMMANDS if c.name == command)
+    sub = argparse.ArgumentParser()
+    parser.add_arguments(sub)
+    for action in sub._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.option_strings[-1] in text and action.help, action.dest
+            if action.default is not None and action.default is not False:
+                assert "default" in action.help, action.dest
+
+
+def test_label_then_balance(tmp_path, capsys):
+    from nsjax.pseudo import load_balance, read_labels
+    from nsjax.train import export_teacher
+    from tests.pseudo._teacher import tiny_teacher
+
+    teacher = tiny_teacher()
+    export_teacher(tmp_path / "teacher.eqx", teacher.model, teacher.state)
+    np.savez(tmp_path / "u.npz", images=np.random.default_rng(0).integers(
+        0, 256, (12, 36, 36, 3), dtype=np.uint8))
+    store = str(tmp_path / "store")
+    assert main(["label", str(tmp_path / "teacher.eqx"), str(tmp_path / "u.npz"), store,
+                 "--top-k", "3", "--batch-size", "4", "--records-per-shard", "5"]) == 0
+    assert "Labelled 3 of 3 shards" in capsys.readouterr().out
+    assert len(read_labels(store)) == 12
+    # a random teacher is unconfident: the paper's threshold keeps nothing, and says why
+    assert main(["balance", store, str(tmp_path / "b"), "--per-class", "4"]) == 1
+    assert "min_confidence 0.3) per class" in capsys.readouterr().err
+    assert main(["balance", store, str(tmp_path / "b"), "--per-class", "4",
+                 "--min-confidence", "0"]) == 0
+    assert len(load_balance(tmp_path / "b")) % 4 == 0
