@@ -59,10 +59,10 @@ def _shard(shard: tuple[int, int] | None) -> tuple[int, int]:
     return shard
 
 
-def _local_batch(batch_size: int, count: int) -> int:
-    _checks.check_positive_int("batch_size", batch_size)
+def _local_batch(batch_size: int, count: int, name: str = "batch_size") -> int:
+    _checks.check_positive_int(name, batch_size)
     if batch_size % count:
-        raise ValueError(f"batch_size must be a multiple of the process count {count}, got "
+        raise ValueError(f"{name} must be a multiple of the process count {count}, got "
                          f"{batch_size}")
     return batch_size // count
 
@@ -533,7 +533,7 @@ def eval_pipeline(source: Source, batch_size: int, crop: int | EvalCrop, *, work
 
 
 def student_pipeline(labeled: Source, unlabeled: Source, *, labeled_batch: int,
-                     unlabeled_ratio: int, crop: int | TrainCrop, seed: int,
+                     unlabeled_ratio: float, crop: int | TrainCrop, seed: int,
                      targets: Any = None, teacher_crop: int | EvalCrop | None = None,
                      randaugment: tuple[int, float] | None = None, workers: int = 0,
                      threads: int = 8, shard: tuple[int, int] | None = None,
@@ -546,7 +546,9 @@ def student_pipeline(labeled: Source, unlabeled: Source, *, labeled_batch: int,
 
     - `labeled`, `unlabeled`: a labeled and an unlabeled `Source`.
     - `labeled_batch`: global labeled images per step (a multiple of the process count).
-    - `unlabeled_ratio`: unlabeled images per labeled image (the paper's 3, or any `>= 1`).
+    - `unlabeled_ratio`: unlabeled images per labeled image (the paper's 3, or any `> 0`):
+      `round(unlabeled_ratio * labeled_batch)` per step, as `TrainConfig.unlabeled_batch`, a
+      multiple of the process count.
     - `crop`: the student's training crop (side or `TrainCrop`), for both streams.
     - `seed`: the labeled stream uses `seed`, the unlabeled one `seed + 1`.
     - `targets`: offline pseudo-labels, one row per unlabeled record
@@ -563,7 +565,7 @@ def student_pipeline(labeled: Source, unlabeled: Source, *, labeled_batch: int,
     """
     labeled = _check_source("labeled", labeled, labeled=True)
     unlabeled = _check_source("unlabeled", unlabeled)
-    _checks.check_positive_int("unlabeled_ratio", unlabeled_ratio)
+    ratio = _checks.check_number("unlabeled_ratio", unlabeled_ratio, minimum=0.0, min_open=True)
     _checks.check_positive_int("seed", seed, minimum=0)
     if (targets is None) == (teacher_crop is None):
         raise ValueError("give exactly one of targets (offline pseudo-labels, one row per "
@@ -571,7 +573,7 @@ def student_pipeline(labeled: Source, unlabeled: Source, *, labeled_batch: int,
                          f"{'both' if targets is not None else 'neither'}")
     _check_targets(targets, unlabeled)
     index, count = _shard(shard)
-    local = _local_batch(labeled_batch, count)
+    local = _local_batch(labeled_batch, count, name="labeled_batch")
     _checks.check_positive_int("prefetch", prefetch, minimum=0)
     crop = _train_crop(crop)
     read, workers = _read_options(threads, workers)
@@ -579,8 +581,68 @@ def student_pipeline(labeled: Source, unlabeled: Source, *, labeled_batch: int,
                   randaugment=_check_randaugment(randaugment))
     lab = _train_stream(labeled, local, crop, seed=seed, name="labeled", targets=None,
                         teacher_crop=None, **common)
-    unl = _train_stream(unlabeled, local * unlabeled_ratio, crop, seed=seed + 1,
+    unl = _train_stream(unlabeled, _local_batch(round(ratio * labeled_batch), count,
+                                                name="unlabeled batch"), crop, seed=seed + 1,
                         name="unlabeled", targets=targets,
                         teacher_crop=None if teacher_crop is None
                         else _eval_crop("teacher_crop", teacher_crop), **common)
     return _finish(_Student(lab, unl), mesh, prefetch)
+
+
+def fit_inputs(config: Any, labeled: Source, unlabeled: Source | None = None,
+               test: Source | None = None, *, targets: Any = None,
+               teacher_resolution: int | None = None, crop: TrainCrop | None = None,
+               test_resolution: int | None = None, workers: int = 0, threads: int = 8,
+               shard: tuple[int, int] | None = None) -> Any:  # fmt: skip
+    """`nsjax.train.fit`'s inputs from sources: `fit(config, inputs=fit_inputs(...), ...)`.
+
+    **Arguments:**
+
+    - `config`: the run's `nsjax.train.TrainConfig` (batch sizes, ratio, seed, resolution).
+    - `labeled`: a labeled source.
+    - `unlabeled`: with `config.unlabeled_ratio > 0`, the unlabeled source (e.g. a `Subset` of
+      the balanced rows), and either `targets` (one row per record: offline pseudo-labels) or
+      `teacher_resolution` (online: the teacher's clean view at that side).
+    - `test`: a labeled source evaluated at `test_resolution` (default: the model's test
+      resolution), centre-cropped.
+    - `crop`: the training crop, default `TrainCrop(config.image_size)`.
+    - `workers`, `threads`, `shard`: as in `train_pipeline`.
+
+    **Returns:** an `nsjax.train.Inputs`: `train` (`train_pipeline` or `student_pipeline`,
+    seed `config.seed`), `bn` (labeled crops, seed `config.seed + 2`) and `test`
+    (`eval_pipeline`).
+    """
+    from nsjax.train import Inputs
+
+    labeled = _check_source("labeled", labeled, labeled=True)
+    crop = TrainCrop(config.image_size) if crop is None else _train_crop(crop)
+    common = dict(workers=workers, threads=threads, shard=shard)
+    if config.unlabeled_batch == 0:
+        if unlabeled is not None:
+            raise ValueError("unlabeled was given but config.unlabeled_ratio is 0")
+
+        def train() -> Batches:
+            return train_pipeline(labeled, config.labeled_batch, crop, seed=config.seed, **common)
+    else:
+        if unlabeled is None:
+            raise ValueError(f"unlabeled must be given: config.unlabeled_ratio = "
+                             f"{config.unlabeled_ratio}")
+        student_pipeline(labeled, unlabeled, labeled_batch=config.labeled_batch,
+                         unlabeled_ratio=config.unlabeled_ratio, crop=crop, seed=config.seed,
+                         targets=targets, teacher_crop=teacher_resolution, prefetch=0,
+                         **common).close()  # every argument checked now, before any work
+
+        def train() -> Batches:
+            return student_pipeline(labeled, unlabeled, labeled_batch=config.labeled_batch,
+                                    unlabeled_ratio=config.unlabeled_ratio, crop=crop,
+                                    seed=config.seed, targets=targets,
+                                    teacher_crop=teacher_resolution, **common)  # fmt: skip
+    resolution = test_resolution or config.model_config().test_resolution
+    return Inputs(
+        train=train,
+        bn=lambda: train_pipeline(labeled, config.labeled_batch, crop, seed=config.seed + 2,
+                                  **common),
+        test=None if test is None else lambda: eval_pipeline(
+            _check_source("test", test, labeled=True), config.labeled_batch,
+            EvalCrop(resolution), **common),
+        labeled_size=len(labeled))

@@ -255,3 +255,35 @@ def _class_folders(root: str, classes: Sequence[str] | None, extensions: tuple[s
         files += [f"{folder}/{f}" for f in found]
         labels += [classes.index(folder)] * len(found)
     return classes, files, np.asarray(labels, np.int32)
+
+
+class Subset:
+    """Some records of a source, as a source: `subset[i]` is `source[indices[i]]`. Repeats are
+    allowed (the balanced selection duplicates the records of short classes).
+
+    **Arguments:**
+
+    - `source`: any `Source`.
+    - `indices`: int `[M]`, each in `[0, len(source))`.
+    """
+
+    def __init__(self, source: Source, indices: Any):
+        if not isinstance(source, Source):
+            raise TypeError(f"source must be a Source, got {type(source).__name__}")
+        indices = np.asarray(indices)
+        if indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer):
+            raise ValueError(f"indices must be int [M], got {indices.dtype} {indices.shape}")
+        if indices.size and (indices.min() < 0 or indices.max() >= len(source)):
+            raise ValueError(f"indices must lie in [0, {len(source)}), got values in "
+                             f"[{indices.min()}, {indices.max()}]")
+        self.source, self.indices = source, indices.astype(np.int64)
+        self.labeled, self.num_classes = source.labeled, source.num_classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Record:
+        return self.source[int(self.indices[index])]
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.source.describe(), subset=len(self.indices))

@@ -26,30 +26,13 @@ from tqdm import tqdm
 
 from nsjax import _checks
 from nsjax._io import atomic_write_text
-from nsjax.data import EvalCrop, Source, eval_pipeline
+from nsjax.data import EvalCrop, Source, Subset, eval_pipeline
 from nsjax.pseudo._store import PseudoLabels, concatenate, from_logits, load, save
 from nsjax.train import Teacher, TrainConfig, normalize
 
 JOB = "job.json"
 _FORMAT = "nsjax.pseudo.labels"
 _DEFAULTS = TrainConfig()
-
-
-class _Range:
-    """Records `[start, stop)` of a source, as a source (indices shifted to start at 0)."""
-
-    def __init__(self, source: Source, start: int, stop: int):
-        self.source, self.start, self.stop = source, start, stop
-        self.labeled, self.num_classes = source.labeled, source.num_classes
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, index: int):
-        return self.source[self.start + index]
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self.source.describe(), range=[self.start, self.stop])
 
 
 def shard_ranges(source: Source, records_per_shard: int | None) -> list[tuple[int, int]]:
@@ -170,7 +153,8 @@ def label(teacher: Teacher, source: Source, out_dir: str | os.PathLike, *, top_k
     for k in todo:
         start, stop = ranges[k]
         parts = []
-        with eval_pipeline(_Range(source, start, stop), batch_size, crop, threads=threads,
+        shard_records = Subset(source, np.arange(start, stop))
+        with eval_pipeline(shard_records, batch_size, crop, threads=threads,
                            shard=(0, 1)) as batches:  # fmt: skip
             for batch in batches:
                 images = jax.device_put(batch["images"], images_sharding)

@@ -30,7 +30,8 @@ from nsjax.train._step import check_batch, eval_step, normalize, predict_step, t
 from nsjax.train._teacher import Teacher, export_teacher, load_teacher, teacher_metadata
 
 __all__ = [
-    "Checkpointer", "NonFiniteLossError", "Steps", "Teacher", "TrainConfig", "TrainState",
+    "Checkpointer", "Inputs", "NonFiniteLossError", "Steps", "Teacher", "TrainConfig", "TrainState",
+    "array_inputs",
     "batch_sharding", "check_batch", "current_learning_rate", "ema_decay", "ema_model",
     "ema_update", "eval_batches", "eval_step", "evaluate", "export_teacher", "fit", "fsdp_spec",
     "init_state", "jit_steps", "learning_rate_schedule", "load_teacher", "make_mesh",
@@ -38,7 +39,8 @@ __all__ = [
     "state_shardings", "teacher_metadata", "train_batches", "train_step", "weight_decay_mask",
 ]  # fmt: skip
 
-_ON_FIRST_USE = {"Checkpointer": "_checkpoint", "NonFiniteLossError": "_loop", "evaluate": "_loop",
+_ON_FIRST_USE = {"Checkpointer": "_checkpoint", "Inputs": "_loop", "array_inputs": "_loop",
+                 "NonFiniteLossError": "_loop", "evaluate": "_loop",
                  "fit": "_loop", "precise_bn": "_loop", "eval_batches": "_batches",
                  "train_batches": "_batches"}  # fmt: skip
 

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import equinox as eqx
@@ -25,6 +25,7 @@ from nsjax._io import atomic_write_text
 from nsjax.train._config import TrainConfig
 from nsjax.train._mesh import jit_steps, make_mesh, place, shard_batch, state_shardings
 from nsjax.train._state import TrainState, ema_model, init_state
+from nsjax.train._step import LABELED_KEYS, UNLABELED_KEYS
 from nsjax.train._teacher import Teacher, export_teacher
 
 Arrays = Mapping[str, np.ndarray]
@@ -34,12 +35,73 @@ class NonFiniteLossError(FloatingPointError):
     """The loss or the gradient norm became NaN or infinite; the run stopped."""
 
 
+# ----------------------------------------------------------------------------- inputs
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What `fit` reads, for data that is not a few arrays in memory (`nsjax.data.fit_inputs`
+    builds one from sources).
+
+    - `train()`: a new endless iterator of step batches (dicts holding at least the keys
+      `train_step` reads: `images`, `labels`, and `unlabeled_images` with `unlabeled_targets`
+      or `teacher_images`; other keys are ignored), with `get_state()` / `set_state(state)`
+      (a JSON-able dict, checkpointed with the run).
+    - `bn()`: a new iterator of un-augmented labeled batches (`images`) for precise BN.
+    - `test()`: None, or a new finite iterable of `images`, `labels`, `mask` batches.
+    - `labeled_size`: the number of labeled records (sets `steps_per_epoch` when the config
+      leaves it None).
+    """
+
+    train: Callable[[], Any]
+    bn: Callable[[], Any]
+    test: Callable[[], Any] | None
+    labeled_size: int
+
+
+class _Zipped:
+    """The labeled and unlabeled array iterators as one step-batch iterator."""
+
+    def __init__(self, labeled_it, unlabeled_it):
+        self.labeled_it, self.unlabeled_it = labeled_it, unlabeled_it
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = dict(next(self.labeled_it))
+        if self.unlabeled_it is not None:
+            names = dict(images="unlabeled_images", targets="unlabeled_targets",
+                         teacher_images="teacher_images")  # fmt: skip
+            batch.update({names[k]: v for k, v in next(self.unlabeled_it).items()})
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        state = dict(labeled=self.labeled_it.get_state())
+        if self.unlabeled_it is not None:
+            state["unlabeled"] = self.unlabeled_it.get_state()
+        return state
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.labeled_it.set_state(state["labeled"])
+        if self.unlabeled_it is not None:
+            self.unlabeled_it.set_state(state["unlabeled"])
+
+
+def array_inputs(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
+                 test: Arrays | None = None) -> Inputs:  # fmt: skip
+    """`Inputs` over arrays in memory (already at the training resolution): shuffled, repeated
+    per-process batches (`train_batches`), padded test batches (`eval_batches`)."""
+    def train():
+        return _Zipped(train_batches(labeled, config.labeled_batch, seed=config.seed),
+                       None if unlabeled is None else
+                       train_batches(unlabeled, config.unlabeled_batch, seed=config.seed + 1))
+
+    return Inputs(
+        train=train, bn=lambda: train_batches(labeled, config.labeled_batch, seed=config.seed + 2),
+        test=None if test is None else lambda: eval_batches(test, config.labeled_batch),
+        labeled_size=_checks.shape_of(labeled["labels"])[0])
+
+
 # ----------------------------------------------------------------------------- input checks
 def _check_inputs(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None,
                   test: Arrays | None, teacher: Teacher | None) -> None:  # fmt: skip
     """Everything `fit` can check before any work, each error naming the argument."""
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     size, c = config.image_size, config.num_classes
     n = check_arrays("labeled", labeled, image_keys=("images",))
     if set(labeled) != {"images", "labels"}:
@@ -49,9 +111,9 @@ def _check_inputs(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None
     if n < config.labeled_batch:
         raise ValueError(f"labeled must hold at least one batch ({config.labeled_batch}), got {n}")
     if config.unlabeled_batch == 0:
-        if unlabeled is not None or teacher is not None:
-            raise ValueError("unlabeled data or a teacher was given but config.unlabeled_ratio "
-                             "is 0 (supervised training)")
+        if unlabeled is not None:
+            raise ValueError("unlabeled data was given but config.unlabeled_ratio is 0 "
+                             "(supervised training)")
     else:
         if unlabeled is None:
             raise ValueError(f"unlabeled must be given: config.unlabeled_ratio = "
@@ -68,18 +130,27 @@ def _check_inputs(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None
                              "teacher's targets, or pass teacher= for online targets")
         if "targets" in unlabeled and np.ndim(unlabeled["targets"]) == 1:
             _check_labels("unlabeled['targets']", unlabeled["targets"], c)
-        if teacher is not None:
-            if not isinstance(teacher, Teacher):
-                raise TypeError(f"teacher must be an nsjax.train.Teacher, got "
-                                f"{type(teacher).__name__}")
-            if teacher.num_classes != c:
-                raise ValueError(f"teacher must have the student's class count {c}, got a "
-                                 f"teacher of {teacher.num_classes} classes")
     if test is not None:
         check_arrays("test", test, image_keys=("images",))
         if set(test) != {"images", "labels"}:
             raise ValueError(f"test must hold exactly 'images' and 'labels', got {sorted(test)}")
         _check_labels("test['labels']", test["labels"], c)
+
+
+def _check_run(config: TrainConfig, teacher: Teacher | None) -> None:
+    """The config and the teacher, whatever the inputs."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if teacher is None:
+        return
+    if config.unlabeled_batch == 0:
+        raise ValueError("a teacher was given but config.unlabeled_ratio is 0 (supervised "
+                         "training)")
+    if not isinstance(teacher, Teacher):
+        raise TypeError(f"teacher must be an nsjax.train.Teacher, got {type(teacher).__name__}")
+    if teacher.num_classes != config.num_classes:
+        raise ValueError(f"teacher must have the student's class count {config.num_classes}, "
+                         f"got a teacher of {teacher.num_classes} classes")
 
 
 def _check_size(name: str, images, size: int) -> None:
@@ -168,25 +239,27 @@ class _StopRequest:
 
 
 # ----------------------------------------------------------------------------- the loop
-def evaluate(steps, state: TrainState, test: Arrays, batch_size: int) -> dict[str, float]:
-    """Top-1 / top-5 accuracy (fractions) of the EMA model over all of `test`."""
+def evaluate(steps, state: TrainState, test: Any) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (fractions) of the EMA model over `test`, an iterable of
+    `images`, `labels`, `mask` batches (e.g. `Inputs.test()`)."""
     totals = np.zeros(3)
-    for batch in eval_batches(test, batch_size):
+    for batch in test:
+        batch = {k: batch[k] for k in ("images", "labels", "mask")}
         counts = steps.eval(state, shard_batch(batch, steps.mesh))
         totals += [float(counts["top1"]), float(counts["top5"]), float(counts["count"])]
     return dict(test_top1=totals[0] / totals[2], test_top5=totals[1] / totals[2])
 
 
-def precise_bn(steps, state: TrainState, labeled: Arrays) -> TrainState:
+def precise_bn(steps, state: TrainState, batches: Any) -> TrainState:
     """`state` with the EMA model's BN statistics re-estimated over
     `config.precise_bn_batches` un-augmented labeled batches: the average of each batch's
     mean and variance with the final weights (fvcore's `update_bn_stats` rule). The moving
     averages lag the weights by ~1 / (1 - momentum) steps, which after a short run costs
-    eval-mode accuracy; this does not. The training state itself is not changed."""
+    eval-mode accuracy; this does not. The training state itself is not changed. `batches`:
+    an iterator of labeled batches with `images` (e.g. `Inputs.bn()`)."""
     config = state.config
     if config.precise_bn_batches == 0:
         return state
-    batches = train_batches(labeled, config.labeled_batch, seed=config.seed + 2)
     key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
     total = None
     for i in range(config.precise_bn_batches):
@@ -197,19 +270,15 @@ def precise_bn(steps, state: TrainState, labeled: Arrays) -> TrainState:
     return eqx.tree_at(lambda s: s.ema_bn_state, state, average)
 
 
-def _step_batch(labeled_it, unlabeled_it) -> dict[str, np.ndarray]:
-    batch = dict(next(labeled_it))
-    if unlabeled_it is not None:
-        names = dict(images="unlabeled_images", targets="unlabeled_targets",
-                     teacher_images="teacher_images")  # fmt: skip
-        batch.update({names[k]: v for k, v in next(unlabeled_it).items()})
-    return batch
+def _step_batch(batches) -> dict[str, np.ndarray]:
+    """The next step batch, without the keys `train_step` does not read (e.g. `index`)."""
+    return {k: v for k, v in next(batches).items() if k in LABELED_KEYS + UNLABELED_KEYS}
 
 
-def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
-        test: Arrays | None = None, *, teacher: Teacher | None = None, out_dir: str,
-        key: jax.Array | None = None, mesh: jax.sharding.Mesh | None = None
-        ) -> tuple[TrainState, dict[str, Any]]:  # fmt: skip
+def fit(config: TrainConfig, labeled: Arrays | None = None, unlabeled: Arrays | None = None,
+        test: Arrays | None = None, *, inputs: Inputs | None = None,
+        teacher: Teacher | None = None, out_dir: str, key: jax.Array | None = None,
+        mesh: jax.sharding.Mesh | None = None) -> tuple[TrainState, dict[str, Any]]:  # fmt: skip
     """Train a student; rerun the same call after a crash or a kill to continue.
 
     Writes into `out_dir`: `config.json`, `metrics.jsonl` (one JSON object per log step and
@@ -231,6 +300,8 @@ def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
       `teacher_images` uint8 `[M, H_t, W_t, 3]` (the teacher's clean view).
     - `test`: `images` uint8 `[T, H, W, 3]` and `labels` int `[T]`, evaluated with the EMA
       model every `eval_every` steps and at the end.
+    - `inputs`: instead of `labeled`, `unlabeled` and `test`: an `Inputs` (e.g.
+      `nsjax.data.fit_inputs` over image folders, npz files or shards).
     - `teacher`: a `Teacher` for online targets.
     - `out_dir`: the run's folder.
     - `key`: the run's `jax.random` key (default `jax.random.key(config.seed)`).
@@ -238,10 +309,17 @@ def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
 
     **Returns:** `(state, summary)`: the final `TrainState` and the dict in `summary.json`.
     """
-    _check_inputs(config, labeled, unlabeled, test, teacher)
+    _check_run(config, teacher)
+    if inputs is None:
+        _check_inputs(config, labeled, unlabeled, test, teacher)
+        inputs = array_inputs(config, labeled, unlabeled, test)
+    elif not isinstance(inputs, Inputs) or (labeled, unlabeled, test) != (None, None, None):
+        raise TypeError(f"give either arrays (labeled, unlabeled, test) or inputs= (an "
+                        f"nsjax.train.Inputs), not both; got inputs of type "
+                        f"{type(inputs).__name__}")
     if config.steps_per_epoch is None:
-        n = _checks.shape_of(labeled["labels"])[0]
-        config = dataclasses.replace(config, steps_per_epoch=n // config.labeled_batch)
+        config = dataclasses.replace(
+            config, steps_per_epoch=max(1, inputs.labeled_size // config.labeled_batch))
     key = jax.random.key(config.seed) if key is None else key
     _checks.check_key("key", key)
     mesh = make_mesh() if mesh is None else mesh
@@ -255,12 +333,10 @@ def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
     steps = jit_steps(eqx.filter_eval_shape(init_state, config, key), mesh)
     if teacher is not None:
         teacher = place(teacher, state_shardings(teacher, mesh, fsdp=config.fsdp))
-    labeled_it = train_batches(labeled, config.labeled_batch, seed=config.seed)
-    unlabeled_it = (None if unlabeled is None else
-                    train_batches(unlabeled, config.unlabeled_batch, seed=config.seed + 1))
+    batches = inputs.train()
     checkpoint_dir = os.path.join(out_dir, "checkpoints")
     checkpoints = Checkpointer(checkpoint_dir, keep=config.keep_checkpoints)
-    state = _start(checkpoints, steps, config, key, labeled_it, unlabeled_it)
+    state = _start(checkpoints, steps, config, key, batches)
 
     total = config.total_steps
     log = _Log(out_dir, total, int(state.step), writer)
@@ -271,7 +347,7 @@ def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
     try:
         with _StopRequest() as stop:
             for step in range(start_step, total):
-                batch = shard_batch(_step_batch(labeled_it, unlabeled_it), mesh)
+                batch = shard_batch(_step_batch(batches), mesh)
                 state, metrics = steps.train(state, batch, teacher)
                 done = step + 1
                 last = done == total
@@ -283,20 +359,21 @@ def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
                                   * images_per_step / max(now - t_log, 1e-9))  # fmt: skip
                     t_log, step_log = now, done
                     log.write(record, done)
-                if test is not None and config.eval_every and done % config.eval_every == 0 and not last:
-                    scores = evaluate(steps, precise_bn(steps, state, labeled), test,
-                                      config.labeled_batch)  # fmt: skip
+                if (inputs.test is not None and config.eval_every
+                        and done % config.eval_every == 0 and not last):
+                    scores = evaluate(steps, precise_bn(steps, state, inputs.bn()),
+                                      inputs.test())  # fmt: skip
                     log.write(dict(step=done, **scores), done)
                 if (config.checkpoint_every and done % config.checkpoint_every == 0) or stop.requested:
                     if done % config.log_every:
                         _check_finite({k: float(v) for k, v in jax.device_get(metrics).items()},
                                       done, checkpoints, checkpoint_dir)  # fmt: skip
-                    _save(checkpoints, done, state, labeled_it, unlabeled_it)
+                    _save(checkpoints, done, state, batches)
                 if stop.requested:
                     checkpoints.wait()
                     raise KeyboardInterrupt(f"stopped at step {done}; checkpoint saved in "
                                             f"{checkpoint_dir}; rerun to resume")
-        _save(checkpoints, total, state, labeled_it, unlabeled_it)
+        _save(checkpoints, total, state, batches)
         checkpoints.wait()
     finally:
         log.close()
@@ -304,9 +381,9 @@ def fit(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
 
     summary = dict(steps=int(state.step), train_seconds=time.perf_counter() - t_start,
                    final=record)  # fmt: skip
-    state = precise_bn(steps, state, labeled)
-    if test is not None:
-        summary.update(evaluate(steps, state, test, config.labeled_batch))
+    state = precise_bn(steps, state, inputs.bn())
+    if inputs.test is not None:
+        summary.update(evaluate(steps, state, inputs.test()))
         log.write(dict(step=int(state.step), **{k: summary[k] for k in ("test_top1", "test_top5")}),
                   int(state.step))
     model, bn_state = _replicated(ema_model(state), mesh)  # every process: a collective
@@ -326,25 +403,19 @@ def _replicated(tree: Any, mesh) -> Any:
     return eqx.combine(jax.jit(lambda a: a, out_shardings=whole)(arrays), static)
 
 
-def _start(checkpoints: Checkpointer, steps, config: TrainConfig, key, labeled_it, unlabeled_it
-           ) -> TrainState:  # fmt: skip
-    """The latest checkpoint's state and iterator positions, or a fresh state."""
+def _start(checkpoints: Checkpointer, steps, config: TrainConfig, key, batches) -> TrainState:
+    """The latest checkpoint's state and input position, or a fresh state."""
     if checkpoints.latest_step() is None:
         return steps.place(init_state(config, key))
     like = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         eqx.filter_eval_shape(init_state, config, key), steps.shardings)
     state, data_state = checkpoints.restore(like)
-    labeled_it.set_state(data_state["labeled"])
-    if unlabeled_it is not None:
-        unlabeled_it.set_state(data_state["unlabeled"])
+    batches.set_state(data_state)
     return state
 
 
-def _save(checkpoints: Checkpointer, step: int, state, labeled_it, unlabeled_it) -> None:
-    data_state = dict(labeled=labeled_it.get_state())
-    if unlabeled_it is not None:
-        data_state["unlabeled"] = unlabeled_it.get_state()
-    checkpoints.save(step, state, data_state=data_state)
+def _save(checkpoints: Checkpointer, step: int, state, batches) -> None:
+    checkpoints.save(step, state, data_state=batches.get_state())
 
 
 def _check_finite(record: dict[str, float], step: int, checkpoints: Checkpointer,
