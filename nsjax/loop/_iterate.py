@@ -1,0 +1,201 @@
+"""The Noisy Student loop: generation 0 is a supervised teacher; each later generation labels
+the unlabeled images with the previous generation's EMA model, balances the pseudo-labels per
+class and trains a noisy student on labeled + pseudo-labeled images, which becomes the next
+teacher. Read top to bottom in `iterate`.
+
+Every stage writes into its own folder of `out_dir` and is skipped on a rerun once finished,
+or resumed where it stopped (the engine's checkpoints, the labelling job's shards):
+
+    out_dir/iterate.json            the IterateConfig (a rerun must pass the same)
+    out_dir/gen0/train/             fit's run folder: config, checkpoints, teacher.eqx, summary
+    out_dir/gen1/labels/            the previous teacher's pseudo-label store (nsjax.pseudo)
+    out_dir/gen1/balance/           the balanced rows and their per-class report
+    out_dir/gen1/train/             the student's run
+    out_dir/summary.json            {"generations": [{generation, model, test_accuracy, ...}]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from nsjax import _checks
+from nsjax._io import atomic_write_text
+from nsjax.data import Source, Subset, fit_inputs
+from nsjax.pseudo import balance, label, load_balance, read_labels, save_balance
+from nsjax.train import TrainConfig, fit, load_teacher
+
+_BALANCE_MODES = ("topk", "official")
+
+
+@dataclasses.dataclass(frozen=True)
+class IterateConfig:
+    """One Noisy Student run: the generations and how each student's data is made.
+
+    - `student`: the `TrainConfig` every generation starts from (data, noise, recipe; its
+      `unlabeled_ratio` is the students'; generation 0 trains with ratio 0).
+    - `generations`: per generation (0 the teacher), `TrainConfig` field overrides, e.g.
+      `({"model": "b0"}, {"model": "b0"}, {"model": "b1"})`.
+    - `per_class`: pseudo-labeled rows per class after balancing; None: the unlabeled count
+      divided by the class count.
+    - `min_confidence`, `balance_mode`: the balancing rule (`nsjax.pseudo.balance`).
+    - `top_k`: log-probabilities kept per image in the pseudo-label store.
+    - `label_batch`: images per teacher call when labelling.
+    """
+
+    student: TrainConfig = TrainConfig()
+    generations: tuple[dict[str, Any], ...] = ({}, {})
+    per_class: int | None = None
+    min_confidence: float = 0.3
+    balance_mode: str = "topk"
+    top_k: int = 10
+    label_batch: int = 256
+
+    def __post_init__(self):
+        if not isinstance(self.student, TrainConfig):
+            raise TypeError(f"student must be a TrainConfig, got {type(self.student).__name__}")
+        if not isinstance(self.generations, tuple) or len(self.generations) < 1 or not all(
+                isinstance(g, dict) for g in self.generations):
+            raise ValueError(f"generations must be a non-empty tuple of dicts of TrainConfig "
+                             f"overrides, got {self.generations!r}")
+        for g in range(len(self.generations)):
+            self.generation_config(g)  # every override is a valid TrainConfig now
+        if self.per_class is not None:
+            _checks.check_positive_int("per_class", self.per_class)
+        _checks.check_number("min_confidence", self.min_confidence, minimum=0.0, maximum=1.0)
+        _checks.check_choice("balance_mode", self.balance_mode, _BALANCE_MODES)
+        _checks.check_positive_int("top_k", self.top_k)
+        _checks.check_positive_int("label_batch", self.label_batch)
+
+    def generation_config(self, g: int) -> TrainConfig:
+        """Generation `g`'s `TrainConfig` (generation 0: supervised, ratio 0)."""
+        overrides = dict(self.generations[g])
+        if g == 0:
+            overrides["unlabeled_ratio"] = 0.0
+        return dataclasses.replace(self.student, **overrides)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["student"] = json.loads(self.student.to_json())
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> IterateConfig:
+        data = json.loads(text)
+        return cls(**{**data, "student": TrainConfig.from_json(json.dumps(data["student"])),
+                      "generations": tuple(data["generations"])})
+
+
+def _start(out_dir: str, config: IterateConfig) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "iterate.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            saved = IterateConfig.from_json(fh.read())
+        if saved != config:
+            raise ValueError(f"out_dir {out_dir} holds a run with another IterateConfig; rerun "
+                             f"with the same one to resume, or use a new out_dir")
+    else:
+        atomic_write_text(path, config.to_json() + "\n")
+
+
+def _student_data(config: IterateConfig, g: int, teacher_run: str, unlabeled: Source,
+                  gen_dir: str, train: TrainConfig) -> tuple[Source, Any]:  # fmt: skip
+    """Label `unlabeled` with the teacher of `teacher_run`, balance the store; returns the
+    balanced records and their targets."""
+    teacher_file = os.path.join(teacher_run, "teacher.eqx")
+    taught = TrainConfig.load(os.path.join(teacher_run, "config.json"))
+    teacher = load_teacher(teacher_file)
+    labels_dir = os.path.join(gen_dir, "labels")
+    label(teacher, unlabeled, labels_dir, top_k=min(config.top_k, teacher.num_classes),
+          batch_size=config.label_batch, mean=taught.mean, std=taught.std,
+          compute_dtype=taught.compute_dtype)  # fmt: skip
+    store = read_labels(labels_dir)
+    balance_dir = os.path.join(gen_dir, "balance")
+    if os.path.exists(os.path.join(balance_dir, "balance.npz")):
+        rows = load_balance(balance_dir)
+    else:
+        per_class = config.per_class or max(1, len(unlabeled) // train.num_classes)
+        result = balance(store, per_class=per_class, min_confidence=config.min_confidence,
+                         mode=config.balance_mode, seed=train.seed + g,
+                         min_rows=train.unlabeled_batch)  # fmt: skip
+        save_balance(balance_dir, result)
+        rows = result.indices
+    targets = (store.hard_labels()[rows] if train.hard_targets
+               else store.soft_labels(temperature=train.teacher_temperature, rows=rows))
+    return Subset(unlabeled, store.index[rows]), targets
+
+
+def iterate(config: IterateConfig, labeled: Source, unlabeled: Source, test: Source, *,
+            out_dir: str | os.PathLike) -> dict[str, Any]:  # fmt: skip
+    """Run (or resume) the generations of `config`; returns the summary written to
+    `out_dir/summary.json`.
+
+    **Arguments:**
+
+    - `config`: an `IterateConfig`.
+    - `labeled`, `unlabeled`, `test`: `nsjax.data` sources (the test set must be labeled
+      with the labeled set's classes).
+    - `out_dir`: the run's folder (layout in the module doc); rerun the same call to resume.
+
+    **Returns:** `{"generations": [{"generation", "model", "resolution", "labeled",
+    "pseudo_labeled", "test_accuracy", "test_top5", "train_seconds"}, ...]}`, accuracies as
+    fractions, generation 0 the supervised teacher.
+    """
+    if not isinstance(config, IterateConfig):
+        raise TypeError(f"config must be an IterateConfig, got {type(config).__name__}")
+    _check_sources(config, labeled, unlabeled, test)
+    out_dir = os.fspath(out_dir)
+    _start(out_dir, config)
+    generations = []
+    for g in range(len(config.generations)):
+        train = config.generation_config(g)
+        gen_dir = os.path.join(out_dir, f"gen{g}")
+        run_dir = os.path.join(gen_dir, "train")
+        if g == 0:
+            inputs, pseudo = fit_inputs(train, labeled, test=test), 0
+        else:
+            teacher_run = os.path.join(out_dir, f"gen{g - 1}", "train")
+            images, targets = _student_data(config, g, teacher_run, unlabeled, gen_dir, train)
+            inputs, pseudo = fit_inputs(train, labeled, images, test, targets=targets), len(images)
+        summary = _finished(run_dir, train)
+        if summary is None:
+            summary = fit(train, inputs=inputs, out_dir=run_dir)[1]
+        generations.append(dict(generation=g, model=train.model, resolution=train.image_size,
+                                labeled=len(labeled), pseudo_labeled=pseudo,
+                                test_accuracy=summary["test_top1"],
+                                test_top5=summary["test_top5"],
+                                train_seconds=summary["train_seconds"]))  # fmt: skip
+    result = dict(generations=generations)
+    atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _finished(run_dir: str, train: TrainConfig) -> dict[str, Any] | None:
+    """The summary of a finished run of `train` in `run_dir`, else None."""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(os.path.join(run_dir, "teacher.eqx")) or not os.path.exists(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _check_sources(config: IterateConfig, labeled: Source, unlabeled: Source,
+                   test: Source) -> None:  # fmt: skip
+    for name, source in (("labeled", labeled), ("unlabeled", unlabeled), ("test", test)):
+        if not isinstance(source, Source):
+            raise TypeError(f"{name} must be an nsjax.data source, got {type(source).__name__}")
+    for name, source in (("labeled", labeled), ("test", test)):
+        if not source.labeled:
+            raise ValueError(f"{name} must be a labeled source, got {source.describe()}")
+    classes = config.student.num_classes
+    for name, source in (("labeled", labeled), ("test", test)):
+        if source.num_classes is not None and source.num_classes > classes:
+            raise ValueError(f"{name} has {source.num_classes} classes, more than the config's "
+                             f"num_classes {classes}")
+    names = getattr(labeled, "classes", None), getattr(test, "classes", None)
+    if None not in names and not set(names[1]) <= set(names[0]):
+        raise ValueError(f"test has classes the labeled set lacks: "
+                         f"{sorted(set(names[1]) - set(names[0]))}")

@@ -1,0 +1,68 @@
+"""A tiny end-to-end Noisy Student run on real digits: a teacher, its pseudo-labels, a
+balanced noisy student; the summary, the stage folders, a rerun that redoes nothing, and the
+inputs refused before any work."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from nsjax.data import NpzSource
+from nsjax.loop import IterateConfig, iterate
+from tests.train._runs import digits, tiny_config
+
+
+@pytest.fixture
+def sources(tmp_path):
+    images, labels = digits(400)
+    np.savez(tmp_path / "l.npz", images=images[:80], labels=labels[:80])
+    np.savez(tmp_path / "u.npz", images=images[80:320])
+    np.savez(tmp_path / "t.npz", images=images[320:], labels=labels[320:])
+    return (NpzSource(tmp_path / "l.npz"), NpzSource(tmp_path / "u.npz", labeled=False),
+            NpzSource(tmp_path / "t.npz"))
+
+
+def config(**overrides):
+    student = tiny_config(steps_per_epoch=None, epochs=0.4, unlabeled_ratio=2.0, log_every=5)
+    return IterateConfig(**{**dict(student=student, generations=({}, {}), per_class=20,
+                                   min_confidence=0.0, top_k=3, label_batch=16), **overrides})
+
+
+def test_two_generations_end_to_end(sources, tmp_path):
+    labeled, unlabeled, test = sources
+    out = tmp_path / "run"
+    summary = iterate(config(), labeled, unlabeled, test, out_dir=out)
+    gens = summary["generations"]
+    assert [g["generation"] for g in gens] == [0, 1]
+    # 20 rows per predicted class (a 4-step teacher predicts few classes)
+    assert gens[0]["pseudo_labeled"] == 0 and gens[1]["pseudo_labeled"] % 20 == 0
+    assert gens[1]["pseudo_labeled"] >= 20
+    assert all(0 <= g["test_accuracy"] <= g["test_top5"] <= 1 for g in gens)
+    assert json.loads((out / "summary.json").read_text()) == summary
+    for path in ("iterate.json", "gen0/train/teacher.eqx", "gen1/labels/job.json",
+                 "gen1/balance/balance.json", "gen1/train/teacher.eqx"):
+        assert os.path.exists(out / path), path
+    steps = [json.loads((out / f"gen{g}/train/summary.json").read_text())["steps"]
+             for g in (0, 1)]  # fmt: skip
+    assert steps == [4, 4]  # 80 labeled / 8 per batch = 10 steps an epoch, 0.4 epochs
+    # a rerun of the finished run trains nothing again and says the same
+    before = os.path.getmtime(out / "gen1/train/teacher.eqx")
+    assert iterate(config(), labeled, unlabeled, test, out_dir=out) == summary
+    assert os.path.getmtime(out / "gen1/train/teacher.eqx") == before
+    with pytest.raises(ValueError, match="another IterateConfig"):
+        iterate(config(top_k=2), labeled, unlabeled, test, out_dir=out)
+
+
+def test_inputs_refused_before_any_work(sources, tmp_path):
+    labeled, unlabeled, test = sources
+    with pytest.raises(ValueError, match="test must be a labeled source"):
+        iterate(config(), labeled, unlabeled, unlabeled, out_dir=tmp_path / "a")
+    with pytest.raises(ValueError, match="more than the config's num_classes 5"):
+        iterate(IterateConfig(student=tiny_config(num_classes=5)), labeled, unlabeled, test,
+                out_dir=tmp_path / "b")
+    with pytest.raises(ValueError, match="generations must be a non-empty tuple"):
+        IterateConfig(generations=())
+    with pytest.raises(ValueError, match="balance_mode"):
+        IterateConfig(balance_mode="best")
+    assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
