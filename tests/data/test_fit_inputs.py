@@ -22,6 +22,7 @@ def sources(tmp_path):
             NpzSource(tmp_path / "t.npz"))
 
 
+@pytest.mark.slow  # 20-30 s; tests/loop/test_iterate.py trains a student through fit_inputs too
 def test_a_student_trains_on_sources(sources, tmp_path):
     labeled, unlabeled, test = sources
     config = tiny_config(steps_per_epoch=None, epochs=0.5, unlabeled_ratio=2.0, log_every=2,

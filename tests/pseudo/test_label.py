@@ -41,7 +41,7 @@ def assert_same_store(a, b):
 
 
 def test_the_store_is_the_teachers_view(teacher, digits, tmp_path):
-    job = label(teacher, digits, tmp_path / "store", top_k=3, batch_size=8, records_per_shard=16)
+    job = label(teacher, digits, tmp_path / "store", top_k=3, batch_size=4, records_per_shard=16)
     assert [s["range"] for s in job["shards"]] == [[0, 16], [16, 32], [32, 40]]
     assert job["done"] == [0, 1, 2] and job["skipped"] == []
     store = read_labels(tmp_path / "store")
@@ -61,20 +61,20 @@ def test_the_store_is_the_teachers_view(teacher, digits, tmp_path):
 
 def test_rerun_skips_finished_shards_and_refuses_another_job(teacher, digits, tmp_path):
     out = tmp_path / "store"
-    label(teacher, digits, out, top_k=3, batch_size=8, records_per_shard=16)
+    label(teacher, digits, out, top_k=3, batch_size=4, records_per_shard=16)
     whole = read_labels(out)
     os.remove(out / "labels-00001-of-00003.npz")
     with pytest.raises(FileNotFoundError, match=r"missing 1 of 3 shards.*labels-00001-of-00003"):
         read_labels(out)
-    assert label(teacher, digits, out, top_k=3, batch_size=8, records_per_shard=16)["done"] == [1]
+    assert label(teacher, digits, out, top_k=3, batch_size=4, records_per_shard=16)["done"] == [1]
     assert_same_store(read_labels(out), whole)
     with pytest.raises(ValueError, match=r"another labelling job .*\['top_k'\]"):
-        label(teacher, digits, out, top_k=2, batch_size=8, records_per_shard=16)
+        label(teacher, digits, out, top_k=2, batch_size=4, records_per_shard=16)
 
 
 def test_processes_split_the_shards(teacher, digits, tmp_path):
-    whole = label(teacher, digits, tmp_path / "one", top_k=2, batch_size=8, records_per_shard=10)
-    kwargs = dict(top_k=2, batch_size=8, records_per_shard=10)
+    whole = label(teacher, digits, tmp_path / "one", top_k=2, batch_size=4, records_per_shard=10)
+    kwargs = dict(top_k=2, batch_size=4, records_per_shard=10)
     assert label(teacher, digits, tmp_path / "two", process=(0, 2), **kwargs)["done"] == [0, 2]
     assert label(teacher, digits, tmp_path / "two", process=(1, 2), **kwargs)["done"] == [1, 3]
     assert whole["done"] == [0, 1, 2, 3]
