@@ -82,6 +82,10 @@ class _Zipped:
         if self.unlabeled_it is not None:
             self.unlabeled_it.set_state(state["unlabeled"])
 
+    def close(self) -> None:
+        _close(self.labeled_it)
+        _close(self.unlabeled_it)
+
 
 def array_inputs(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None = None,
                  test: Arrays | None = None) -> Inputs:  # fmt: skip
@@ -241,12 +245,15 @@ class _StopRequest:
 # ----------------------------------------------------------------------------- the loop
 def evaluate(steps, state: TrainState, test: Any) -> dict[str, float]:
     """Top-1 / top-5 accuracy (fractions) of the EMA model over `test`, an iterable of
-    `images`, `labels`, `mask` batches (e.g. `Inputs.test()`)."""
+    `images`, `labels`, `mask` batches (e.g. `Inputs.test()`), closed at the end."""
     totals = np.zeros(3)
-    for batch in test:
-        batch = {k: batch[k] for k in ("images", "labels", "mask")}
-        counts = steps.eval(state, shard_batch(batch, steps.mesh))
-        totals += [float(counts["top1"]), float(counts["top5"]), float(counts["count"])]
+    try:
+        for batch in test:
+            batch = {k: batch[k] for k in ("images", "labels", "mask")}
+            counts = steps.eval(state, shard_batch(batch, steps.mesh))
+            totals += [float(counts["top1"]), float(counts["top5"]), float(counts["count"])]
+    finally:
+        _close(test)
     return dict(test_top1=totals[0] / totals[2], test_top5=totals[1] / totals[2])
 
 
@@ -256,16 +263,20 @@ def precise_bn(steps, state: TrainState, batches: Any) -> TrainState:
     mean and variance with the final weights (fvcore's `update_bn_stats` rule). The moving
     averages lag the weights by ~1 / (1 - momentum) steps, which after a short run costs
     eval-mode accuracy; this does not. The training state itself is not changed. `batches`:
-    an iterator of labeled batches with `images` (e.g. `Inputs.bn()`)."""
+    an iterator of labeled batches with `images` (e.g. `Inputs.bn()`), closed at the end."""
     config = state.config
     if config.precise_bn_batches == 0:
+        _close(batches)
         return state
     key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
     total = None
-    for i in range(config.precise_bn_batches):
-        images = shard_batch({"images": next(batches)["images"]}, steps.mesh)["images"]
-        stats = steps.bn_statistics(state, images, jax.random.fold_in(key, i))
-        total = stats if total is None else jax.tree.map(jax.numpy.add, total, stats)
+    try:
+        for i in range(config.precise_bn_batches):
+            images = shard_batch({"images": next(batches)["images"]}, steps.mesh)["images"]
+            stats = steps.bn_statistics(state, images, jax.random.fold_in(key, i))
+            total = stats if total is None else jax.tree.map(jax.numpy.add, total, stats)
+    finally:
+        _close(batches)
     average = jax.tree.map(lambda t: t / config.precise_bn_batches, total)
     return eqx.tree_at(lambda s: s.ema_bn_state, state, average)
 
@@ -378,6 +389,7 @@ def fit(config: TrainConfig, labeled: Arrays | None = None, unlabeled: Arrays | 
     finally:
         log.close()
         checkpoints.close()
+        _close(batches)
 
     summary = dict(steps=int(state.step), train_seconds=time.perf_counter() - t_start,
                    final=record)  # fmt: skip
@@ -393,6 +405,13 @@ def fit(config: TrainConfig, labeled: Arrays | None = None, unlabeled: Arrays | 
                                      **{k: v for k, v in summary.items() if k != "final"}))
         atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1) + "\n")
     return state, summary
+
+
+def _close(batches: Any) -> None:
+    """Stop an input iterator's threads or worker processes, if it has any."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
 
 
 def _replicated(tree: Any, mesh) -> Any:

@@ -10,6 +10,7 @@ import pytest
 
 from nsjax.data import NpzSource
 from nsjax.loop import IterateConfig, iterate
+from nsjax.models import B0_BLOCKS
 from tests.train._runs import digits, tiny_config
 
 
@@ -24,7 +25,8 @@ def sources(tmp_path):
 
 
 def config(**overrides):
-    student = tiny_config(steps_per_epoch=None, epochs=0.4, unlabeled_ratio=2.0, log_every=5)
+    student = tiny_config(steps_per_epoch=None, epochs=0.4, unlabeled_ratio=2.0, log_every=5,
+                          blocks=B0_BLOCKS[:1], head_channels=64)  # one block: quick to compile
     return IterateConfig(**{**dict(student=student, generations=({}, {}), per_class=20,
                                    min_confidence=0.0, top_k=3, label_batch=16), **overrides})
 
