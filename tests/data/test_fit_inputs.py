@@ -7,20 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from nsjax.data import NpzSource, Subset, fit_inputs
+from nsjax.data import Subset, fit_inputs
 from nsjax.models import B0_BLOCKS
 from nsjax.train import fit
-from tests.train._runs import digits, tiny_config
+from tests.train._runs import digit_sources, tiny_config
 
 
 @pytest.fixture
 def sources(tmp_path):
-    images, labels = digits(192)
-    np.savez(tmp_path / "l.npz", images=images[:64], labels=labels[:64])
-    np.savez(tmp_path / "u.npz", images=images[64:160])
-    np.savez(tmp_path / "t.npz", images=images[160:], labels=labels[160:])
-    return (NpzSource(tmp_path / "l.npz"), NpzSource(tmp_path / "u.npz", labeled=False),
-            NpzSource(tmp_path / "t.npz"))
+    return digit_sources(tmp_path, 64, 96, 32)  # labeled, unlabeled, test
 
 
 def test_a_student_trains_on_sources(sources, tmp_path):

@@ -5,23 +5,16 @@ inputs refused before any work."""
 import json
 import os
 
-import numpy as np
 import pytest
 
-from nsjax.data import NpzSource
 from nsjax.loop import IterateConfig, iterate
 from nsjax.models import B0_BLOCKS
-from tests.train._runs import digits, tiny_config
+from tests.train._runs import digit_sources, tiny_config
 
 
 @pytest.fixture
 def sources(tmp_path):
-    images, labels = digits(400)
-    np.savez(tmp_path / "l.npz", images=images[:80], labels=labels[:80])
-    np.savez(tmp_path / "u.npz", images=images[80:320])
-    np.savez(tmp_path / "t.npz", images=images[320:], labels=labels[320:])
-    return (NpzSource(tmp_path / "l.npz"), NpzSource(tmp_path / "u.npz", labeled=False),
-            NpzSource(tmp_path / "t.npz"))
+    return digit_sources(tmp_path, 80, 240, 80)  # labeled, unlabeled, test
 
 
 def config(**overrides):

@@ -462,3 +462,17 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv)
+
+
+def digit_sources(folder, labeled: int, unlabeled: int, test: int):
+    """The first `labeled + unlabeled + test` digits as three npz sources in `folder`: labeled,
+    unlabeled (no labels) and test, in that order."""
+    from nsjax.data import NpzSource
+
+    images, labels = digits(labeled + unlabeled + test)
+    cuts = np.cumsum([labeled, unlabeled])
+    np.savez(f"{folder}/l.npz", images=images[:cuts[0]], labels=labels[:cuts[0]])
+    np.savez(f"{folder}/u.npz", images=images[cuts[0]:cuts[1]])
+    np.savez(f"{folder}/t.npz", images=images[cuts[1]:], labels=labels[cuts[1]:])
+    return (NpzSource(f"{folder}/l.npz"), NpzSource(f"{folder}/u.npz", labeled=False),
+            NpzSource(f"{folder}/t.npz"))
