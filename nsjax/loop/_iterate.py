@@ -154,15 +154,17 @@ def iterate(config: IterateConfig, labeled: Source, unlabeled: Source, test: Sou
         train = config.generation_config(g)
         gen_dir = os.path.join(out_dir, f"gen{g}")
         run_dir = os.path.join(gen_dir, "train")
-        if g == 0:
-            inputs, pseudo = fit_inputs(train, labeled, test=test), 0
-        else:
-            teacher_run = os.path.join(out_dir, f"gen{g - 1}", "train")
-            images, targets = _student_data(config, g, teacher_run, unlabeled, gen_dir, train)
-            inputs, pseudo = fit_inputs(train, labeled, images, test, targets=targets), len(images)
-        summary = _finished(run_dir, train)
-        if summary is None:
+        summary = _finished(run_dir)
+        if summary is None:  # label, balance and train (each resumes where it stopped)
+            if g == 0:
+                inputs = fit_inputs(train, labeled, test=test)
+            else:
+                teacher_run = os.path.join(out_dir, f"gen{g - 1}", "train")
+                images, targets = _student_data(config, g, teacher_run, unlabeled, gen_dir,
+                                                train)  # fmt: skip
+                inputs = fit_inputs(train, labeled, images, test, targets=targets)
             summary = fit(train, inputs=inputs, out_dir=run_dir)[1]
+        pseudo = 0 if g == 0 else len(load_balance(os.path.join(gen_dir, "balance")))
         generations.append(dict(generation=g, model=train.model, resolution=train.image_size,
                                 labeled=len(labeled), pseudo_labeled=pseudo,
                                 test_accuracy=summary["test_top1"],
@@ -173,8 +175,9 @@ def iterate(config: IterateConfig, labeled: Source, unlabeled: Source, test: Sou
     return result
 
 
-def _finished(run_dir: str, train: TrainConfig) -> dict[str, Any] | None:
-    """The summary of a finished run of `train` in `run_dir`, else None."""
+def _finished(run_dir: str) -> dict[str, Any] | None:
+    """The summary of the finished run in `run_dir` (the same config: `iterate.json` was
+    checked), else None."""
     path = os.path.join(run_dir, "summary.json")
     if not os.path.exists(os.path.join(run_dir, "teacher.eqx")) or not os.path.exists(path):
         return None
