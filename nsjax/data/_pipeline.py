@@ -605,7 +605,9 @@ def fit_inputs(config: Any, labeled: Source, unlabeled: Source | None = None,
       `teacher_resolution` (online: the teacher's clean view at that side).
     - `test`: a labeled source evaluated at `test_resolution` (default: the model's test
       resolution), centre-cropped.
-    - `crop`: the training crop, default `TrainCrop(config.image_size)`.
+    - `crop`: the training crop; default `TrainCrop(config.image_size)` (Inception crop and
+      flip), or with `config.small_image` the official 32-px path `TrainCrop(config.image_size,
+      crop="pad", flip=False)` (reflect-pad 4 pixels, a random window, no flip: SVHN's).
     - `workers`, `threads`, `shard`: as in `train_pipeline`.
 
     **Returns:** an `nsjax.train.Inputs`: `train` (`train_pipeline` or `student_pipeline`,
@@ -615,7 +617,10 @@ def fit_inputs(config: Any, labeled: Source, unlabeled: Source | None = None,
     from nsjax.train import Inputs
 
     labeled = _check_source("labeled", labeled, labeled=True)
-    crop = TrainCrop(config.image_size) if crop is None else _train_crop(crop)
+    if crop is None:
+        crop = (TrainCrop(config.image_size, crop="pad", flip=False) if config.small_image
+                else TrainCrop(config.image_size))
+    crop = _train_crop(crop)
     common = dict(workers=workers, threads=threads, shard=shard)
     if config.unlabeled_batch == 0:
         if unlabeled is not None:

@@ -55,3 +55,18 @@ def test_inputs_are_checked_before_any_work(sources, tmp_path):
         fit(config, dict(images=np.zeros((8, 32, 32, 3), np.uint8)),
             inputs=fit_inputs(config, labeled, unlabeled, targets=np.zeros((96, 10))),
             out_dir=str(tmp_path / "x"))
+
+
+@pytest.mark.parametrize("small_image", [True, False])
+def test_the_default_crop_follows_the_model_variant(sources, small_image):
+    # the 32-px variant trains on the official SVHN path (pad 4, random window, no flip);
+    # the others on the Inception crop with flips
+    from nsjax.data import TrainCrop, train_pipeline
+
+    labeled = sources[0]
+    config = tiny_config(unlabeled_ratio=0.0, small_image=small_image)
+    expected = (TrainCrop(32, crop="pad", flip=False) if small_image else TrainCrop(32))
+    with fit_inputs(config, labeled).train() as got, train_pipeline(
+            labeled, config.labeled_batch, expected, seed=config.seed) as want:
+        for _ in range(2):
+            np.testing.assert_array_equal(next(got)["images"], next(want)["images"])
