@@ -123,8 +123,8 @@ def _student_data(config: IterateConfig, g: int, teacher_run: str, unlabeled: So
                          min_rows=train.unlabeled_batch)  # fmt: skip
         save_balance(balance_dir, result)
         rows = result.indices
-    targets = (store.hard_labels()[rows] if train.hard_targets
-               else store.soft_labels(temperature=train.teacher_temperature, rows=rows))
+    targets = store.targets(rows, temperature=train.teacher_temperature,
+                            hard=train.hard_targets)  # fmt: skip
     return Subset(unlabeled, store.index[rows]), targets
 
 

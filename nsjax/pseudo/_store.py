@@ -184,6 +184,16 @@ class PseudoLabels:
         threshold = check_probability("threshold", threshold)
         return self.confidence >= np.float64(threshold)
 
+    def targets(self, rows=None, *, temperature: float = 1.0,
+                hard: bool = False) -> SoftTargets | np.ndarray:  # fmt: skip
+        """The student's targets for `rows`: the hard labels int32[n] when `hard`, else a
+        `SoftTargets` view that rebuilds `soft_labels(temperature, rows)` per batch, so that
+        130M pseudo-labels of 1000 classes never become a dense 520 GB array."""
+        rows = np.arange(len(self)) if rows is None else _check_rows("rows", rows, len(self))
+        if hard:
+            return self.classes[rows]
+        return SoftTargets(self, rows, _check_temperature(temperature))
+
     def take(self, rows) -> PseudoLabels:
         """**Arguments:** `rows`: int[n] rows in [0, N), repeats allowed.
 
@@ -197,6 +207,29 @@ class PseudoLabels:
         the official code stores a float32 vector: 4 * num_classes bytes)."""
         stored = _to_disk(self)
         return float(sum(a.itemsize * math.prod(a.shape[1:]) for a in stored.values()))
+
+
+class SoftTargets:
+    """Soft labels of some rows of a store, rebuilt when indexed: `targets[i]` for an int
+    array `i` is `store.soft_labels(temperature, rows[i])`, float32 `[len(i), C]`.
+
+    Has `shape` (`(n, C)`), `dtype` and `len`, which is what the input pipelines check and
+    gather (`nsjax.data.student_pipeline(targets=...)`); pickles with its store (grain's
+    worker processes receive it).
+    """
+
+    def __init__(self, store: PseudoLabels, rows: np.ndarray, temperature: float):
+        self.store, self.rows, self.temperature = store, rows, temperature
+        self.shape = (rows.size, store.num_classes)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i) -> np.ndarray:
+        rows = self.rows[np.asarray(i)]
+        return self.store.soft_labels(self.temperature, rows=rows.reshape(-1)).reshape(
+            rows.shape + (self.shape[1],))
 
 
 def from_logits(logits, *, index, ids, top_k: int) -> PseudoLabels:

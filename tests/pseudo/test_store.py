@@ -5,6 +5,7 @@ checks, and argument errors."""
 from __future__ import annotations
 
 import os
+import pickle
 import zipfile
 
 import jax.numpy as jnp
@@ -409,3 +410,18 @@ def test_ids_are_stored_as_utf8_and_read_back_as_str(tmp_path):
         assert raw["ids"].dtype.kind == "S"
     back = load(tmp_path / "s.npz")
     assert back.ids.dtype.kind == "U" and back.ids.tolist() == ids
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), temperature=st.floats(0.25, 4.0))
+def test_targets_view_rebuilds_the_soft_labels_per_batch(seed, temperature):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 3, (12, 7))
+    store = from_logits(logits, index=np.arange(12), ids=[f"i{j}" for j in range(12)], top_k=3)
+    rows = rng.integers(0, 12, 9)
+    view = store.targets(rows, temperature=temperature)
+    assert view.shape == (9, 7) and len(view) == 9 and view.dtype == np.float32
+    picks = rng.integers(0, 9, 5)
+    np.testing.assert_array_equal(view[picks], store.soft_labels(temperature, rows=rows[picks]))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(view))[picks], view[picks])
+    np.testing.assert_array_equal(store.targets(rows, hard=True), store.hard_labels()[rows])
