@@ -36,7 +36,9 @@ class TrainConfig:
     through `to_json` / `from_json`.
 
     **Model:** `model` (a variant name, `b0` ... `l2`), `num_classes`, `resolution` (the
-    student's training image side, None for the variant's `train_resolution`), `small_image`,
+    student's training image side, None for the variant's `train_resolution`; the test
+    resolution scales with it by the variant's test/train ratio: equal for B0-B7, 475 -> 800
+    for L2), `small_image`,
     and overrides of the variant (None keeps the variant's): `width`, `depth`,
     `head_channels`, `dropout_rate`, `blocks` (a tuple of `nsjax.models.BlockArgs`, the
     unscaled stages: e.g. the first two of B0's for a model that compiles in seconds); `drop_path_rate` (0.2), `bn_momentum` (0.99), `bn_eps`
@@ -201,7 +203,10 @@ class TrainConfig:
         """The student's `EfficientNetConfig`: the variant with this config's overrides."""
         overrides = {f: getattr(self, f) for f in _MODEL_FIELDS if getattr(self, f) is not None}
         if self.resolution is not None:
+            variant = VARIANTS[self.model]
             overrides["train_resolution"] = self.resolution
+            overrides["test_resolution"] = max(32, round(
+                self.resolution * variant.test_resolution / variant.train_resolution))
         return config_for(self.model, drop_path_rate=self.drop_path_rate, small_image=self.small_image,
                           bn_momentum=self.bn_momentum, bn_eps=self.bn_eps, **overrides)
 

@@ -86,3 +86,11 @@ def test_save_leaves_no_temporary_file(tmp_path):
 def test_every_field_is_in_the_json():
     names = set(json.loads(TrainConfig().to_json()))
     assert names == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+@pytest.mark.parametrize("model, resolution, test", [("b0", 32, 32), ("b3", 64, 64),
+                                                     ("l2", 475, 800), ("l2", 300, 505)])
+def test_the_test_resolution_scales_with_the_training_resolution(model, resolution, test):
+    # a 32-px B0 is evaluated (and labels) at 32 px, not at B0's 224
+    config = TrainConfig(model=model, resolution=resolution).model_config()
+    assert (config.train_resolution, config.test_resolution) == (resolution, test)
