@@ -56,16 +56,18 @@ class DataReport:
 
     def start_epoch(self, epoch: int) -> None:
         """Note that records of `epoch` are being read; logs the summary of each epoch that
-        ended (only when it skipped or converted something)."""
+        ended: a warning when it skipped records, else, for the first epoch only (the same
+        conversions recur every epoch), an info line when it converted some."""
         while epoch > self.epoch:
             skips = self.num_skipped - self._epoch_start[0]
             conversions = self.num_converted - self._epoch_start[1]
-            if skips or conversions:
+            if skips or (conversions and self.epoch == 0):
                 first = next((s for s in self.skipped if s["epoch"] == self.epoch), None)
-                logger.warning("%s epoch %d: %d record(s) skipped%s, %d converted", self.name,
-                               self.epoch, skips,
-                               f" (first {first['id']}: {first['reason']})" if first else "",
-                               conversions)
+                logger.log(logging.WARNING if skips else logging.INFO,
+                           "%s epoch %d: %d record(s) skipped%s, %d converted", self.name,
+                           self.epoch, skips,
+                           f" (first {first['id']}: {first['reason']})" if first else "",
+                           conversions)  # fmt: skip
             self.epoch += 1
             self._epoch_start = (self.num_skipped, self.num_converted)
 

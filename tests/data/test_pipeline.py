@@ -305,3 +305,17 @@ def test_nothing_readable_is_an_error_not_a_hang(tmp_path):
     batches = train_pipeline(ImageFolderSource(str(root), labeled=False), 2, 8, seed=0)
     with pytest.raises(ValueError, match="train: none of this process's 5 records can be read"):
         next(batches)
+
+
+def test_conversions_alone_are_logged_once_at_info(caplog):
+    # grey 8x8 digits are converted (to RGB, upscaled) in every epoch: not a warning, and
+    # said once, not once per epoch
+    from nsjax.data._report import DataReport
+
+    report = DataReport("train")
+    with caplog.at_level(logging.INFO, logger="nsjax.data"):
+        for epoch in range(3):
+            report.convert("a", "upscaled: 8x8 smaller than the crop", epoch)
+        report.start_epoch(3)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.INFO, "train epoch 0: 0 record(s) skipped, 1 converted")]
