@@ -12,6 +12,7 @@ or resumed where it stopped (the engine's checkpoints, the labelling job's shard
     out_dir/gen1/balance/           the balanced rows and their per-class report
     out_dir/gen1/train/             the student's run
     out_dir/summary.json            {"generations": [{generation, model, test_accuracy, ...}]}
+    out_dir/report.md, accuracy.png the table per generation and the accuracy plot
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from typing import Any
 
 from nsjax import _checks
 from nsjax._io import atomic_write_text
 from nsjax.data import Source, Subset, fit_inputs
+from nsjax.loop._report import write_report
 from nsjax.pseudo import balance, label, load_balance, read_labels, save_balance
-from nsjax.train import TrainConfig, fit, load_teacher
+from nsjax.train import Teacher, TrainConfig, fit, load_teacher
 
 _BALANCE_MODES = ("topk", "official")
 
@@ -43,6 +46,12 @@ class IterateConfig:
     - `min_confidence`, `balance_mode`: the balancing rule (`nsjax.pseudo.balance`).
     - `top_k`: log-probabilities kept per image in the pseudo-label store.
     - `label_batch`: images per teacher call when labelling.
+    - `online`: False (default): offline, the paper's procedure: the teacher labels the
+      unlabeled images once, the store is balanced and the student reads fixed targets.
+      True: the official code's mode: the teacher runs inside every student step on the clean
+      view of the unlabeled images (at its own resolution), over every unlabeled image (no
+      threshold or balancing), and its soft or hard targets follow `teacher_temperature` /
+      `hard_targets`.
     """
 
     student: TrainConfig = TrainConfig()
@@ -52,6 +61,7 @@ class IterateConfig:
     balance_mode: str = "topk"
     top_k: int = 10
     label_batch: int = 256
+    online: bool = False
 
     def __post_init__(self):
         if not isinstance(self.student, TrainConfig):
@@ -68,6 +78,7 @@ class IterateConfig:
         _checks.check_choice("balance_mode", self.balance_mode, _BALANCE_MODES)
         _checks.check_positive_int("top_k", self.top_k)
         _checks.check_positive_int("label_batch", self.label_batch)
+        _checks.check_bool("online", self.online)
 
     def generation_config(self, g: int) -> TrainConfig:
         """Generation `g`'s `TrainConfig` (generation 0: supervised, ratio 0)."""
@@ -105,13 +116,12 @@ def _student_data(config: IterateConfig, g: int, teacher_run: str, unlabeled: So
                   gen_dir: str, train: TrainConfig) -> tuple[Source, Any]:  # fmt: skip
     """Label `unlabeled` with the teacher of `teacher_run`, balance the store; returns the
     balanced records and their targets."""
-    teacher_file = os.path.join(teacher_run, "teacher.eqx")
     taught = TrainConfig.load(os.path.join(teacher_run, "config.json"))
-    teacher = load_teacher(teacher_file)
+    teacher = _teacher(teacher_run, train)
     labels_dir = os.path.join(gen_dir, "labels")
     label(teacher, unlabeled, labels_dir, top_k=min(config.top_k, teacher.num_classes),
           batch_size=config.label_batch, mean=taught.mean, std=taught.std,
-          compute_dtype=taught.compute_dtype)  # fmt: skip
+          compute_dtype=taught.compute_dtype, progress=sys.stderr.isatty())  # fmt: skip
     store = read_labels(labels_dir)
     balance_dir = os.path.join(gen_dir, "balance")
     if os.path.exists(os.path.join(balance_dir, "balance.npz")):
@@ -128,10 +138,19 @@ def _student_data(config: IterateConfig, g: int, teacher_run: str, unlabeled: So
     return Subset(unlabeled, store.index[rows]), targets
 
 
+def _teacher(teacher_run: str, train: TrainConfig) -> Teacher:
+    """The EMA model of the finished run in `teacher_run`, checked against the student."""
+    teacher = load_teacher(os.path.join(teacher_run, "teacher.eqx"))
+    if teacher.num_classes != train.num_classes:
+        raise ValueError(f"the teacher in {teacher_run} has {teacher.num_classes} classes, the "
+                         f"student config num_classes {train.num_classes}")
+    return teacher
+
+
 def iterate(config: IterateConfig, labeled: Source, unlabeled: Source, test: Source, *,
-            out_dir: str | os.PathLike) -> dict[str, Any]:  # fmt: skip
+            out_dir: str | os.PathLike, plan: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) the generations of `config`; returns the summary written to
-    `out_dir/summary.json`.
+    `out_dir/summary.json`, with the report (`report.md`, `accuracy.png`: `write_report`).
 
     **Arguments:**
 
@@ -139,6 +158,7 @@ def iterate(config: IterateConfig, labeled: Source, unlabeled: Source, test: Sou
     - `labeled`, `unlabeled`, `test`: `nsjax.data` sources (the test set must be labeled
       with the labeled set's classes).
     - `out_dir`: the run's folder (layout in the module doc); rerun the same call to resume.
+    - `plan`: a line for the report saying what was run (`nsjax iterate` passes its plan).
 
     **Returns:** `{"generations": [{"generation", "model", "resolution", "labeled",
     "pseudo_labeled", "test_accuracy", "test_top5", "train_seconds"}, ...]}`, accuracies as
@@ -156,15 +176,21 @@ def iterate(config: IterateConfig, labeled: Source, unlabeled: Source, test: Sou
         run_dir = os.path.join(gen_dir, "train")
         summary = _finished(run_dir)
         if summary is None:  # label, balance and train (each resumes where it stopped)
+            teacher_run = os.path.join(out_dir, f"gen{g - 1}", "train")
+            teacher = None
             if g == 0:
                 inputs = fit_inputs(train, labeled, test=test)
+            elif config.online:
+                teacher = _teacher(teacher_run, train)
+                inputs = fit_inputs(train, labeled, unlabeled, test,
+                                    teacher_resolution=teacher.resolution)  # fmt: skip
             else:
-                teacher_run = os.path.join(out_dir, f"gen{g - 1}", "train")
                 images, targets = _student_data(config, g, teacher_run, unlabeled, gen_dir,
                                                 train)  # fmt: skip
                 inputs = fit_inputs(train, labeled, images, test, targets=targets)
-            summary = fit(train, inputs=inputs, out_dir=run_dir)[1]
-        pseudo = 0 if g == 0 else len(load_balance(os.path.join(gen_dir, "balance")))
+            summary = fit(train, inputs=inputs, teacher=teacher, out_dir=run_dir)[1]
+        pseudo = (0 if g == 0 else len(unlabeled) if config.online
+                  else len(load_balance(os.path.join(gen_dir, "balance"))))  # fmt: skip
         generations.append(dict(generation=g, model=train.model, resolution=train.image_size,
                                 labeled=len(labeled), pseudo_labeled=pseudo,
                                 test_accuracy=summary["test_top1"],
@@ -172,6 +198,7 @@ def iterate(config: IterateConfig, labeled: Source, unlabeled: Source, test: Sou
                                 train_seconds=summary["train_seconds"]))  # fmt: skip
     result = dict(generations=generations)
     atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(result, indent=1) + "\n")
+    write_report(out_dir, result, plan=plan)
     return result
 
 

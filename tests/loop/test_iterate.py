@@ -36,7 +36,8 @@ def test_two_generations_end_to_end(sources, tmp_path):
     assert all(0 <= g["test_accuracy"] <= g["test_top5"] <= 1 for g in gens)
     assert json.loads((out / "summary.json").read_text()) == summary
     for path in ("iterate.json", "gen0/train/teacher.eqx", "gen1/labels/job.json",
-                 "gen1/balance/balance.json", "gen1/train/teacher.eqx"):
+                 "gen1/balance/balance.json", "gen1/train/teacher.eqx", "report.md",
+                 "accuracy.png"):
         assert os.path.exists(out / path), path
     steps = [json.loads((out / f"gen{g}/train/summary.json").read_text())["steps"]
              for g in (0, 1)]  # fmt: skip
@@ -47,6 +48,19 @@ def test_two_generations_end_to_end(sources, tmp_path):
     assert os.path.getmtime(out / "gen1/train/teacher.eqx") == before
     with pytest.raises(ValueError, match="another IterateConfig"):
         iterate(config(top_k=2), labeled, unlabeled, test, out_dir=out)
+
+
+def test_online_mode_runs_the_teacher_inside_the_student_step(sources, tmp_path):
+    # the official code's mode: no store, no balancing, every unlabeled image, targets from
+    # the teacher in the step
+    labeled, unlabeled, test = sources
+    out = tmp_path / "online"
+    gens = iterate(config(online=True), labeled, unlabeled, test, out_dir=out)["generations"]
+    assert [g["pseudo_labeled"] for g in gens] == [0, len(unlabeled)]
+    assert not os.path.exists(out / "gen1/labels") and not os.path.exists(out / "gen1/balance")
+    metrics = [json.loads(line) for line in (out / "gen1/train/metrics.jsonl").read_text()
+               .splitlines() if '"loss"' in line]  # fmt: skip
+    assert metrics and all(m["unlabeled_loss"] > 0 for m in metrics)
 
 
 def test_inputs_refused_before_any_work(sources, tmp_path):
@@ -60,4 +74,6 @@ def test_inputs_refused_before_any_work(sources, tmp_path):
         IterateConfig(generations=())
     with pytest.raises(ValueError, match="balance_mode"):
         IterateConfig(balance_mode="best")
+    with pytest.raises(TypeError, match="online"):
+        IterateConfig(online="yes")
     assert not os.path.exists(tmp_path / "a") and not os.path.exists(tmp_path / "b")
