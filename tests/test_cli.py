@@ -105,7 +105,8 @@ def test_bad_flags_exit_2(tmp_path, capsys, flags, message):
 
 
 def test_commands_are_a_registry():
-    assert [c.name for c in COMMANDS] == ["convert", "label", "balance"]
+    assert [c.name for c in COMMANDS] == ["demo", "iterate", "train", "evaluate", "convert",
+                                          "label", "balance"]
     with pytest.raises(SystemExit) as exit:
         main([])
     assert exit.value.code == 2

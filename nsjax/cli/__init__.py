@@ -17,10 +17,12 @@ from collections.abc import Sequence
 
 from nsjax.cli._common import Command, UsageError
 from nsjax.cli._data import DATA_COMMANDS
+from nsjax.cli._loop import LOOP_COMMANDS
+from nsjax.cli._train import TRAIN_COMMANDS
 
 __all__ = ["COMMANDS", "Command", "UsageError", "main"]
 
-COMMANDS: tuple[Command, ...] = DATA_COMMANDS
+COMMANDS: tuple[Command, ...] = LOOP_COMMANDS + TRAIN_COMMANDS + DATA_COMMANDS
 
 
 # --------------------------------------------------------------------------- main

@@ -77,3 +77,22 @@ def open_source(path: str, *, labeled: bool, classes: str | None = None):
         names = None if classes is None else _load_classes(classes)
         return ImageFolderSource(path, labeled=labeled, classes=names)
     return NpzSource(path, labeled=labeled)
+
+
+def setup_jax() -> None:
+    """Before JAX starts: on a CPU, XLA's classic code generator (`--xla_cpu_use_fusion_emitters
+    =false`: the same step speed at half the compile time of the default, 17 s instead of 42 s
+    for the scaled-down B0's train step), unless `XLA_FLAGS` says otherwise; and JAX's
+    persistent compilation cache in `$NSJAX_CACHE` (default `~/.cache/nsjax/jax`), so the
+    generations of a run and a rerun compile each program once, unless the JAX cache is
+    configured already (`JAX_COMPILATION_CACHE_DIR`)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_use_fusion_emitters" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
+    import jax
+
+    if not jax.config.jax_compilation_cache_dir:
+        cache = os.environ.get("NSJAX_CACHE",
+                               os.path.join(os.path.expanduser("~"), ".cache", "nsjax", "jax"))
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

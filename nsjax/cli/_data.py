@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+
 import os
 import time
 from typing import Any
@@ -100,12 +100,12 @@ def _label_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _label(args: argparse.Namespace) -> int:
+    from nsjax.loop._evaluate import trained_config
     from nsjax.pseudo import label
-    from nsjax.train import TrainConfig, load_teacher, teacher_metadata
+    from nsjax.train import load_teacher
 
     source = open_source(args.source, labeled=False)
-    trained = teacher_metadata(args.teacher).get("metadata", {}).get("train_config")
-    config = TrainConfig() if trained is None else TrainConfig.from_json(json.dumps(trained))
+    config = trained_config(args.teacher)
     teacher = load_teacher(args.teacher)
     start = time.perf_counter()
     job = label(teacher, source, args.out, top_k=args.top_k, batch_size=args.batch_size,
