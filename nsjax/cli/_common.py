@@ -85,7 +85,11 @@ def setup_jax() -> None:
     for the scaled-down B0's train step), unless `XLA_FLAGS` says otherwise; and JAX's
     persistent compilation cache in `$NSJAX_CACHE` (default `~/.cache/nsjax/jax`), so the
     generations of a run and a rerun compile each program once, unless the JAX cache is
-    configured already (`JAX_COMPILATION_CACHE_DIR`)."""
+    configured already (`JAX_COMPILATION_CACHE_DIR`). A multi-process run (every host runs
+    the same command) calls `jax.distributed.initialize()`, which reads the cluster from the
+    environment (Cloud TPU pods, SLURM, Open MPI, or `JAX_COORDINATOR_ADDRESS`,
+    `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`), when `NSJAX_DISTRIBUTED=1` or
+    `JAX_COORDINATOR_ADDRESS` is set."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_use_fusion_emitters" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
@@ -96,3 +100,5 @@ def setup_jax() -> None:
                                os.path.join(os.path.expanduser("~"), ".cache", "nsjax", "jax"))
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    if os.environ.get("NSJAX_DISTRIBUTED") == "1" or "JAX_COORDINATOR_ADDRESS" in os.environ:
+        jax.distributed.initialize()

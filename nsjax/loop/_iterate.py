@@ -23,6 +23,8 @@ import os
 import sys
 from typing import Any
 
+import jax
+
 from nsjax import _checks
 from nsjax._io import atomic_write_text
 from nsjax.data import Source, Subset, fit_inputs
@@ -108,7 +110,7 @@ def _start(out_dir: str, config: IterateConfig) -> None:
         if saved != config:
             raise ValueError(f"out_dir {out_dir} holds a run with another IterateConfig; rerun "
                              f"with the same one to resume, or use a new out_dir")
-    else:
+    elif jax.process_index() == 0:
         atomic_write_text(path, config.to_json() + "\n")
 
 
@@ -122,16 +124,19 @@ def _student_data(config: IterateConfig, g: int, teacher_run: str, unlabeled: So
     label(teacher, unlabeled, labels_dir, top_k=min(config.top_k, teacher.num_classes),
           batch_size=config.label_batch, mean=taught.mean, std=taught.std,
           compute_dtype=taught.compute_dtype, progress=sys.stderr.isatty())  # fmt: skip
+    _sync(f"gen{g} labels")  # every process labelled its shards
     store = read_labels(labels_dir)
     balance_dir = os.path.join(gen_dir, "balance")
     if os.path.exists(os.path.join(balance_dir, "balance.npz")):
         rows = load_balance(balance_dir)
-    else:
+    else:  # every process draws the same rows (seeded); the first writes them
         per_class = config.per_class or max(1, len(unlabeled) // train.num_classes)
         result = balance(store, per_class=per_class, min_confidence=config.min_confidence,
                          mode=config.balance_mode, seed=train.seed + g,
                          min_rows=train.unlabeled_batch)  # fmt: skip
-        save_balance(balance_dir, result)
+        if jax.process_index() == 0:
+            save_balance(balance_dir, result)
+        _sync(f"gen{g} balance")
         rows = result.indices
     targets = store.targets(rows, temperature=train.teacher_temperature,
                             hard=train.hard_targets)  # fmt: skip
@@ -197,9 +202,19 @@ def iterate(config: IterateConfig, labeled: Source, unlabeled: Source, test: Sou
                                 test_top5=summary["test_top5"],
                                 train_seconds=summary["train_seconds"]))  # fmt: skip
     result = dict(generations=generations)
-    atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(result, indent=1) + "\n")
-    write_report(out_dir, result, plan=plan)
+    if jax.process_index() == 0:
+        atomic_write_text(os.path.join(out_dir, "summary.json"),
+                          json.dumps(result, indent=1) + "\n")
+        write_report(out_dir, result, plan=plan)
     return result
+
+
+def _sync(name: str) -> None:
+    """Wait for every process of a multi-process run (no-op with one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _finished(run_dir: str) -> dict[str, Any] | None:
