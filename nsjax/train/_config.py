@@ -38,7 +38,8 @@ class TrainConfig:
     **Model:** `model` (a variant name, `b0` ... `l2`), `num_classes`, `resolution` (the
     student's training image side, None for the variant's `train_resolution`; the test
     resolution scales with it by the variant's test/train ratio: equal for B0-B7, 475 -> 800
-    for L2), `small_image`,
+    for L2), `test_resolution` (the side the model is evaluated and used at, None for that
+    scaled one; a FixRes fine-tune trains at its test side: both equal), `small_image`,
     and overrides of the variant (None keeps the variant's): `width`, `depth`,
     `head_channels`, `dropout_rate`, `blocks` (a tuple of `nsjax.models.BlockArgs`, the
     unscaled stages: e.g. the first two of B0's for a model that compiles in seconds); `drop_path_rate` (0.2), `bn_momentum` (0.99), `bn_eps`
@@ -70,6 +71,13 @@ class TrainConfig:
     labeled + `unlabeled_batch / G` unlabeled images, each normalised with its own statistics:
     per-replica BN, as the official TPU code with <= 8 cores, when G is the data-axis size).
 
+    **Fine-tune:** `freeze_blocks` (0: every parameter trains; `k` >= 1: the stem and the
+    first `k` MBConv blocks are frozen, their updates exactly zero, as the official
+    `fix_layer_num` for the FixRes fine-tune; at most the model's block count,
+    `len(model_config().expand())`). Only the parameters freeze: the frozen layers still run in
+    training mode (batch statistics, drop-path), and their BN running statistics follow the
+    batches.
+
     **Loop:** `seed`, `log_every`, `eval_every`, `checkpoint_every`, `keep_checkpoints`
     (steps; 0 turns evaluation / checkpoints off except at the end).
     """
@@ -77,6 +85,7 @@ class TrainConfig:
     model: str = "b0"
     num_classes: int = 1000
     resolution: int | None = None
+    test_resolution: int | None = None
     small_image: bool = False
     width: float | None = None
     depth: float | None = None
@@ -121,6 +130,8 @@ class TrainConfig:
     fsdp: bool = False
     bn_groups: int = 1
 
+    freeze_blocks: int = 0
+
     seed: int = 0
     log_every: int = 100
     eval_every: int = 0
@@ -137,10 +148,11 @@ class TrainConfig:
             _checks.check_bool(name, getattr(self, name))
         ints = dict(num_classes=1, labeled_batch=1, randaugment_layers=0, precise_bn_batches=0,
                     seed=0, log_every=1, eval_every=0, checkpoint_every=0,
-                    keep_checkpoints=1, bn_groups=1)  # fmt: skip
+                    keep_checkpoints=1, bn_groups=1, freeze_blocks=0)  # fmt: skip
         for name, minimum in ints.items():
             _set(self, name, _checks.check_positive_int(name, getattr(self, name), minimum=minimum))
-        for name, minimum in (("resolution", 32), ("head_channels", 1), ("steps_per_epoch", 1)):
+        for name, minimum in (("resolution", 32), ("test_resolution", 32), ("head_channels", 1),
+                              ("steps_per_epoch", 1)):  # fmt: skip
             _set(self, name, _optional(_checks.check_positive_int, name, getattr(self, name),
                                        minimum=minimum))
         positive = dict(min_open=True, maximum=math.inf, max_open=True)
@@ -168,6 +180,11 @@ class TrainConfig:
                 raise ValueError(f"bn_groups must divide {name} ({size}), got {self.bn_groups}")
         if self.blocks is not None:
             _set(self, "blocks", config_for(self.model, blocks=self.blocks).blocks)
+        if self.freeze_blocks:
+            count = len(self.model_config().expand())
+            if self.freeze_blocks > count:
+                raise ValueError(f"freeze_blocks must be at most the model's block count "
+                                 f"{count}, got {self.freeze_blocks}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or len(value) != 3:
@@ -207,6 +224,8 @@ class TrainConfig:
             overrides["train_resolution"] = self.resolution
             overrides["test_resolution"] = max(32, round(
                 self.resolution * variant.test_resolution / variant.train_resolution))
+        if self.test_resolution is not None:
+            overrides["test_resolution"] = self.test_resolution
         return config_for(self.model, drop_path_rate=self.drop_path_rate, small_image=self.small_image,
                           bn_momentum=self.bn_momentum, bn_eps=self.bn_eps, **overrides)
 

@@ -26,7 +26,7 @@ import optax
 from jax import Array
 from jax.typing import ArrayLike
 
-from nsjax import _checks
+from nsjax import _checks, fixres
 from nsjax.models._layers import Conv2d, Dense
 from nsjax.train._config import TrainConfig
 
@@ -193,13 +193,22 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
 
     A zero `weight_decay` leaves the decay out (the mask is then never consulted).
 
+    With `freeze_blocks > 0` (the FixRes fine-tune) all of the above applies to the trainable
+    leaves only: `optax.multi_transform({True: <the above>, False: optax.set_to_zero()},
+    <the nsjax.fixres.fixres_trainable mask>)`, so the stem and the first `freeze_blocks`
+    blocks get exactly zero updates (no weight decay either) and no optimizer state; the
+    gradient clipping norm is the trainable leaves'. (`optax.masked` would pass the frozen
+    leaves' raw gradients through as updates.)
+
     **Arguments:**
 
     - `config`: a `TrainConfig` with `steps_per_epoch` set.
 
     **Returns:** an `optax.GradientTransformation`; `init(params)` and `update(grads, state,
     params)` take pytrees holding the model's `Conv2d` / `Dense` modules (see
-    `weight_decay_mask`). Its learning rate at update `step` is `current_learning_rate`.
+    `weight_decay_mask`), with the model's attribute paths (`.stem.weight`,
+    `.blocks[0].depthwise.weight`, ...: `eqx.filter(model, eqx.is_inexact_array)`) when
+    `freeze_blocks > 0`. Its learning rate at update `step` is `current_learning_rate`.
     """
     _check_config(config)
     schedule = learning_rate_schedule(config)
@@ -210,15 +219,31 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
     if config.optimizer == "adamw":
         parts.append(optax.adamw(schedule, weight_decay=config.weight_decay,
                                  mask=weight_decay_mask if decays else None))
-        return optax.chain(*parts)
-    if decays:
-        parts.append(optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask))
-    if config.optimizer == "rmsprop":
-        parts.append(optax.rmsprop(schedule, decay=config.rmsprop_decay, eps=config.epsilon,
-                                   momentum=config.momentum, initial_scale=1.0, eps_in_sqrt=True))
     else:
-        parts.append(optax.sgd(schedule, momentum=config.momentum, nesterov=True))
-    return optax.chain(*parts)
+        if decays:
+            parts.append(optax.add_decayed_weights(config.weight_decay, mask=weight_decay_mask))
+        if config.optimizer == "rmsprop":
+            parts.append(optax.rmsprop(schedule, decay=config.rmsprop_decay, eps=config.epsilon,
+                                       momentum=config.momentum, initial_scale=1.0,
+                                       eps_in_sqrt=True))  # fmt: skip
+        else:
+            parts.append(optax.sgd(schedule, momentum=config.momentum, nesterov=True))
+    optimizer = optax.chain(*parts)
+    if not config.freeze_blocks:
+        return optimizer
+    patterns = _frozen_patterns(config)
+    return optax.multi_transform(
+        {True: optimizer, False: optax.set_to_zero()},
+        lambda params: fixres.fixres_trainable(params, freeze=patterns))
+
+
+def _frozen_patterns(config: TrainConfig) -> tuple[str, str]:
+    """What `config.freeze_blocks` (>= 1) freezes, as regular expressions over the model's
+    `jax.tree_util.keystr` parameter paths (`nsjax.fixres.fixres_trainable`'s `freeze`): the
+    stem (`.stem`, `.bn_stem`) and `.blocks[i]` for `i < freeze_blocks`, as the official
+    `fix_layer_num`."""
+    blocks = "|".join(str(i) for i in range(config.freeze_blocks))
+    return r"^\.(stem|bn_stem)\.", rf"^\.blocks\[({blocks})\]\."
 
 
 # --------------------------------------------------------------------------- EMA
@@ -251,8 +276,10 @@ def ema_decay(step: ArrayLike, decay: float) -> Array:
 
 def ema_update(ema, new, step: ArrayLike, decay: float):
     """One step of the parameter (and batch-norm statistics) moving average, as TF's
-    `ema.apply`: `ema + (1 - d) * (new - ema)` with `d = ema_decay(step, decay)`, computed by
-    `optax.incremental_update(new, ema, step_size=1 - d)`.
+    `ema.apply`: `ema - (1 - d) * (ema - new)` with `d = ema_decay(step, decay)`, in TF's
+    form (`assign_moving_average`'s `assign_sub(shadow, (shadow - value) * (1 - d))`), which
+    leaves the average of an unchanged value (a frozen parameter) exactly unchanged; optax's
+    `incremental_update` (`(1 - d) * new + d * ema`) can move it by a rounding.
 
     **Which step.** Pass the optimizer updates applied so far *including* the one that produced
     `new`: `step + 1` in a train step whose update number is `step` (the value the learning-rate
@@ -286,6 +313,5 @@ def ema_update(ema, new, step: ArrayLike, decay: float):
         _checks.check_same_dims(f"ema{where}", e, f"new{where}", n)
     if np.ndim(step) != 0:
         raise ValueError(f"step must be a scalar, got shape {_checks.shape_of(step)}")
-    d = ema_decay(step, decay)
-    averaged = optax.incremental_update(new, ema, step_size=1 - d)
-    return jax.tree.map(lambda a, e: a.astype(e.dtype), averaged, ema)
+    rate = 1 - ema_decay(step, decay)
+    return jax.tree.map(lambda e, n: (e - rate * (e - n)).astype(e.dtype), ema, new)

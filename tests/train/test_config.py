@@ -27,8 +27,8 @@ def test_defaults_are_the_official_recipe():
 def test_model_config_applies_the_overrides_to_the_variant():
     c = TrainConfig(model="b1", width=0.5, resolution=64, dropout_rate=0.5, drop_path_rate=0.1,
                     small_image=True, bn_momentum=0.9, blocks=list(B0_BLOCKS[:2]))
-    want = config_for("b1", width=0.5, train_resolution=64, dropout_rate=0.5, drop_path_rate=0.1,
-                      small_image=True, bn_momentum=0.9, blocks=B0_BLOCKS[:2])
+    want = config_for("b1", width=0.5, train_resolution=64, test_resolution=64, dropout_rate=0.5,
+                      drop_path_rate=0.1, small_image=True, bn_momentum=0.9, blocks=B0_BLOCKS[:2])
     assert c.model_config() == want
     assert c.image_size == 64
     assert TrainConfig(model="b3").image_size == 300  # the variant's own resolution
@@ -94,3 +94,12 @@ def test_the_test_resolution_scales_with_the_training_resolution(model, resoluti
     # a 32-px B0 is evaluated (and labels) at 32 px, not at B0's 224
     config = TrainConfig(model=model, resolution=resolution).model_config()
     assert (config.train_resolution, config.test_resolution) == (resolution, test)
+
+
+def test_test_resolution_overrides_the_scaled_one():
+    # a FixRes fine-tune of L2 trains and tests at 800 px (the scaled side would be 1347)
+    config = TrainConfig(model="l2", resolution=800, test_resolution=800).model_config()
+    assert (config.train_resolution, config.test_resolution) == (800, 800)
+    assert TrainConfig(model="l2", test_resolution=600).model_config().test_resolution == 600
+    with pytest.raises(ValueError, match="test_resolution must be >= 32, got 16"):
+        TrainConfig(test_resolution=16)
