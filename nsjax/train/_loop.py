@@ -24,7 +24,7 @@ from nsjax.train._checkpoint import Checkpointer
 from nsjax._io import atomic_write_text
 from nsjax.train._config import TrainConfig
 from nsjax.train._mesh import jit_steps, make_mesh, place, shard_batch, state_shardings
-from nsjax.train._state import TrainState, ema_model, init_state
+from nsjax.train._state import TrainState, check_warm_start, ema_model, init_state
 from nsjax.train._step import LABELED_KEYS, UNLABELED_KEYS
 from nsjax.train._teacher import Teacher, export_teacher
 
@@ -141,10 +141,15 @@ def _check_inputs(config: TrainConfig, labeled: Arrays, unlabeled: Arrays | None
         _check_labels("test['labels']", test["labels"], c)
 
 
-def _check_run(config: TrainConfig, teacher: Teacher | None) -> None:
-    """The config and the teacher, whatever the inputs."""
+def _check_run(config: TrainConfig, teacher: Teacher | None, init: Teacher | None) -> None:
+    """The config, the teacher and the warm start, whatever the inputs."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if init is not None:
+        if not isinstance(init, Teacher):
+            raise TypeError(f"init must be an nsjax.train.Teacher (e.g. load_teacher(path)), "
+                            f"got {type(init).__name__}")
+        check_warm_start("init", config, init.model)
     if teacher is None:
         return
     if config.unlabeled_batch == 0:
@@ -288,8 +293,9 @@ def _step_batch(batches) -> dict[str, np.ndarray]:
 
 def fit(config: TrainConfig, labeled: Arrays | None = None, unlabeled: Arrays | None = None,
         test: Arrays | None = None, *, inputs: Inputs | None = None,
-        teacher: Teacher | None = None, out_dir: str, key: jax.Array | None = None,
-        mesh: jax.sharding.Mesh | None = None) -> tuple[TrainState, dict[str, Any]]:  # fmt: skip
+        teacher: Teacher | None = None, init: Teacher | None = None, out_dir: str,
+        key: jax.Array | None = None, mesh: jax.sharding.Mesh | None = None
+        ) -> tuple[TrainState, dict[str, Any]]:  # fmt: skip
     """Train a student; rerun the same call after a crash or a kill to continue.
 
     Writes into `out_dir`: `config.json`, `metrics.jsonl` (one JSON object per log step and
@@ -314,13 +320,17 @@ def fit(config: TrainConfig, labeled: Arrays | None = None, unlabeled: Arrays | 
     - `inputs`: instead of `labeled`, `unlabeled` and `test`: an `Inputs` (e.g.
       `nsjax.data.fit_inputs` over image folders, npz files or shards).
     - `teacher`: a `Teacher` for online targets.
+    - `init`: a warm start, e.g. `load_teacher(path)` (the official `--init_model`): its
+      `model` and `state` are the starting weights and BN statistics (`init_state`'s `model`
+      and `bn_state`), checked before any work: `config`'s architecture and class count, at
+      any resolution (a FixRes fine-tune). Ignored when `out_dir` holds a checkpoint.
     - `out_dir`: the run's folder.
     - `key`: the run's `jax.random` key (default `jax.random.key(config.seed)`).
     - `mesh`: default `make_mesh()` over every device of every process.
 
     **Returns:** `(state, summary)`: the final `TrainState` and the dict in `summary.json`.
     """
-    _check_run(config, teacher)
+    _check_run(config, teacher, init)
     if inputs is None:
         _check_inputs(config, labeled, unlabeled, test, teacher)
         inputs = array_inputs(config, labeled, unlabeled, test)
@@ -347,7 +357,7 @@ def fit(config: TrainConfig, labeled: Arrays | None = None, unlabeled: Arrays | 
     batches = inputs.train()
     checkpoint_dir = os.path.join(out_dir, "checkpoints")
     checkpoints = Checkpointer(checkpoint_dir, keep=config.keep_checkpoints)
-    state = _start(checkpoints, steps, config, key, batches)
+    state = _start(checkpoints, steps, config, key, batches, init)
 
     total = config.total_steps
     log = _Log(out_dir, total, int(state.step), writer)
@@ -422,10 +432,13 @@ def _replicated(tree: Any, mesh) -> Any:
     return eqx.combine(jax.jit(lambda a: a, out_shardings=whole)(arrays), static)
 
 
-def _start(checkpoints: Checkpointer, steps, config: TrainConfig, key, batches) -> TrainState:
-    """The latest checkpoint's state and input position, or a fresh state."""
+def _start(checkpoints: Checkpointer, steps, config: TrainConfig, key, batches,
+           init: Teacher | None) -> TrainState:  # fmt: skip
+    """The latest checkpoint's state and input position, or a fresh state (from `init`'s
+    weights if given)."""
     if checkpoints.latest_step() is None:
-        return steps.place(init_state(config, key))
+        warm = {} if init is None else dict(model=init.model, bn_state=init.state)
+        return steps.place(init_state(config, key, **warm))
     like = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                         eqx.filter_eval_shape(init_state, config, key), steps.shardings)
     state, data_state = checkpoints.restore(like)

@@ -12,6 +12,7 @@ from jax import Array
 
 from nsjax import _checks
 from nsjax.models import EfficientNet, efficientnet_from_config
+from nsjax.models._efficientnet import _check_state
 from nsjax.train._config import TrainConfig
 from nsjax.train._recipe import make_optimizer
 
@@ -50,11 +51,6 @@ def _bn_pairs(state: eqx.nn.State, fn) -> eqx.nn.State:
     return jax.tree.map(lambda p: fn(*p), state, is_leaf=is_pair)
 
 
-def initial_bn_state(bn_state: eqx.nn.State) -> eqx.nn.State:
-    """The reference's initial statistics, mean 0 and variance 1, in `bn_state`'s structure."""
-    return _bn_pairs(bn_state, lambda m, v: (jnp.zeros_like(m), jnp.ones_like(v)))
-
-
 def running_bn_state(state: TrainState) -> eqx.nn.State:
     """The BN running statistics the student's weights go with, for evaluation.
 
@@ -88,9 +84,19 @@ def init_state(config: TrainConfig, key: Array, *, model: EfficientNet | None = 
     - `config`: a `TrainConfig` with `steps_per_epoch` set (the schedule needs it).
     - `key`: a `jax.random` key; the model's initial weights come from one split of it and the
       run's noise from the other.
-    - `model`, `bn_state`: optional warm start (e.g. a loaded teacher's weights); both or
-      neither, of `config.model_config()`'s architecture. With `config.bn_debias` the student
-      re-estimates its running statistics from its own batches from step 0.
+    - `model`, `bn_state`: optional warm start (e.g. a loaded teacher's `model` and `state`),
+      both or neither: an `EfficientNet` of `config.model_config()`'s architecture and
+      `config.num_classes` classes and its BN statistics. Its config may differ from
+      `config.model_config()` in `train_resolution` / `test_resolution` only (they change no
+      weight: a FixRes fine-tune at another resolution); the state's model takes
+      `config.model_config()`. The state holds copies, so training (which donates its state)
+      leaves `model` and `bn_state` usable.
+
+    The moving average starts at the initial weights and BN statistics: after a warm start the
+    step-0 EMA model is `(model, bn_state)` itself. With `config.bn_debias` the running
+    statistics are re-estimated from the run's own batches from step 0 (at a fine-tune's new
+    resolution, the statistics that fit it); without, they continue from `bn_state` (TF's
+    moving average).
 
     **Returns:** a `TrainState` at step 0.
     """
@@ -108,31 +114,53 @@ def init_state(config: TrainConfig, key: Array, *, model: EfficientNet | None = 
         model, bn_state = efficientnet_from_config(config.model_config(), key=k_model,
                                                    num_classes=config.num_classes)  # fmt: skip
     else:
-        _check_warm_start(config, model)
+        model, bn_state = _warm_start(config, model, bn_state)
     params = eqx.filter(model, eqx.is_inexact_array)
     running = (_bn_pairs(bn_state, lambda m, v: (jnp.zeros_like(m), jnp.zeros_like(v)))
-               if config.bn_debias else bn_state)  # fmt: skip
+               if config.bn_debias else _copy(bn_state))  # fmt: skip
     return TrainState(
         model=model,
         bn_state=running,
         opt_state=make_optimizer(config).init(params),
-        ema_params=jax.tree.map(jnp.copy, params),
-        ema_bn_state=initial_bn_state(bn_state) if config.bn_debias else bn_state,
+        ema_params=_copy(params),
+        ema_bn_state=_copy(bn_state),
         step=jnp.zeros((), jnp.int32),
         key=k_run,
         config=config,
     )
 
 
-def _check_warm_start(config: TrainConfig, model) -> None:
-    if not isinstance(model, EfficientNet):
-        raise TypeError(f"model must be an nsjax EfficientNet, got {type(model).__name__}")
+def _copy(tree):
+    """`tree` with every array copied (a state owns its buffers: a step donates them)."""
+    return jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, tree)
+
+
+def _warm_start(config: TrainConfig, model, bn_state) -> tuple[EfficientNet, eqx.nn.State]:
+    """Copies of a warm start's `(model, bn_state)`, checked, the model's config replaced by
+    `config.model_config()` (a static field: the arrays go into that config's structure)."""
+    check_warm_start("model", config, model)
+    _check_state(model, bn_state)
     want = config.model_config()
-    if model.config != want or model.num_classes != config.num_classes:
+    if model.config != want:
+        skeleton = eqx.filter_eval_shape(efficientnet_from_config, want, key=jax.random.key(0),
+                                         num_classes=config.num_classes)[0]  # fmt: skip
+        model = jax.tree.unflatten(jax.tree.structure(skeleton), jax.tree.leaves(model))
+    return _copy(model), _copy(bn_state)
+
+
+def check_warm_start(name: str, config: TrainConfig, model) -> None:
+    """`model` (the argument `name`) can start a run of `config`: an `EfficientNet` of its
+    architecture and class count, at any train / test resolution."""
+    if not isinstance(model, EfficientNet):
+        raise TypeError(f"{name} must be an nsjax EfficientNet, got {type(model).__name__}")
+    want = config.model_config()
+    got = dataclasses.replace(model.config, train_resolution=want.train_resolution,
+                              test_resolution=want.test_resolution)  # fmt: skip
+    if got != want or model.num_classes != config.num_classes:
         raise ValueError(
-            f"model must have the config's architecture ({config.model!r}, {config.num_classes} "
-            f"classes), got a model of {model.num_classes} classes with "
-            f"{_first_difference(want, model.config)}"
+            f"{name} must have the config's architecture ({config.model!r}, "
+            f"{config.num_classes} classes; any resolution), got a model of "
+            f"{model.num_classes} classes with {_first_difference(want, got)}"
         )
 
 
