@@ -4,8 +4,8 @@ an exact-resume state, and a report of every record skipped or converted.
 
 - Sources: `NpzSource`, `ImageFolderSource`, `ShardSource` (written by `write_shards` or
   `nsjax convert`).
-- Pixels: `decode_image`, `image_size`, `BadImage`, `TrainCrop` (Inception crop + flip),
-  `EvalCrop` (centre crop), `sample_inception_box`.
+- Pixels: `decode_image`, `image_size`, `BadImage`, `TrainCrop` (Inception, pad or
+  centre crop + flip), `EvalCrop` (centre crop), `sample_inception_box`.
 - Pipelines: `train_pipeline`, `eval_pipeline`, `student_pipeline` (labeled + unlabeled at a
   fixed ratio), all returning `Batches` (`get_state`/`set_state`, `reports`); `fit_inputs`
   gives `nsjax.train.fit` its inputs from sources; `Subset` is some records of a source.

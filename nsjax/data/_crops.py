@@ -1,6 +1,7 @@
-"""Host-side crops for `nsjax.data`: the training crop (Inception crop or the 32-px pad crop,
-then a random horizontal flip) and the evaluation centre crop, from encoded bytes or arrays to
-`uint8 [h, w, 3]`, with the boxes and rules of `nsjax.fixres`.
+"""Host-side crops for `nsjax.data`: the training crop (Inception crop, the 32-px pad crop or,
+for a FixRes fine-tune, the centre crop; then a random horizontal flip) and the evaluation
+centre crop, from encoded bytes or arrays to `uint8 [h, w, 3]`, with the boxes and rules of
+`nsjax.fixres`.
 
 Two resizers. "pil" is Pillow's antialiased bicubic (Keys a = -0.5) over a box of the full-size
 image: exactly what `nsjax.fixres` matches, for evaluation and comparisons. "opencv" follows the
@@ -38,7 +39,7 @@ Resize = Literal["pil", "opencv"]
 Box = tuple[int, int, int, int]  # (top, left, height, width) in pixels
 
 _RESIZES = ("pil", "opencv")
-_CROPS = ("inception", "pad")
+_CROPS = ("inception", "pad", "center")
 _DCT_REDUCTIONS = (8, 4, 2)  # largest first
 _FALLBACK_FRACTION = 0.875  # the centre crop when no Inception candidate fits, as fixres
 
@@ -75,14 +76,15 @@ def sample_inception_box(
 
 
 class TrainCrop:
-    """The training crop: an Inception crop (or the 32-px reference's pad crop), resized to
-    `size`, then a horizontal flip with probability 1/2.
+    """The training crop: an Inception crop (or the 32-px reference's pad crop, or the
+    evaluation centre crop), resized to `size`, then a horizontal flip with probability 1/2.
 
     Each call draws from its `rng`, in this order: 22 float32 uniforms for the box
     (`rng.random((1, 22), dtype=np.float32)`, see `sample_inception_box`), then one float for
     the flip (`rng.random() < 0.5` mirrors). The "pad" crop draws its two offsets instead of
-    the box (`rng.integers(0, 2 * pad + 1, size=2)`: top, left), then the flip. The flip is
-    drawn even when `flip=False`, so the flag changes nothing else.
+    the box (`rng.integers(0, 2 * pad + 1, size=2)`: top, left), then the flip; the "center"
+    crop draws only the flip. The flip is drawn even when `flip=False`, so the flag changes
+    nothing else.
 
     An image smaller than `size` is upscaled, noted "upscaled: HxW smaller than the crop ...".
     Picklable (grain sends it to its worker processes).
@@ -90,13 +92,18 @@ class TrainCrop:
     **Arguments:**
 
     - `size`: output side (square) or `(height, width)`.
-    - `crop`: "inception" (a random box of the image, as `nsjax.fixres.random_resized_crop`)
-      or "pad" (reflect-pad `pad` pixels on each side, then a random `size` window; an image
-      that is not `size` is resized to it first, and noted). The reference's 32-px (SVHN)
-      path is `TrainCrop(32, crop="pad", flip=False)`.
+    - `crop`: "inception" (a random box of the image, as `nsjax.fixres.random_resized_crop`),
+      "pad" (reflect-pad `pad` pixels on each side, then a random `size` window; an image
+      that is not `size` is resized to it first, and noted) or "center" (`EvalCrop`'s
+      centre square of side `int(crop_fraction * min(H, W))`: the FixRes fine-tune's
+      unaugmented images, the official `remove_aug`). The reference's 32-px (SVHN) path is
+      `TrainCrop(32, crop="pad", flip=False)`; the fine-tune's with the evaluation's pixels,
+      `TrainCrop(size, crop="center", flip=False, resize="pil")`.
     - `area`: (lo, hi) with 0 < lo <= hi <= 1, fractions of the image area ("inception").
     - `ratio`: (lo, hi) with 0 < lo <= hi, width / height of the box ("inception").
     - `pad`: pixels of reflection padding on each side, >= 0 ("pad").
+    - `crop_fraction`: in (0, 1], the centre square's side over the image's shorter side
+      ("center"; 0.875, as `EvalCrop`).
     - `flip`: whether to mirror half of the crops.
     - `resize`: "opencv" (the reference's unantialiased bicubic after DCT downscaling) or "pil"
       (Pillow's antialiased bicubic on the full-size image, as `nsjax.fixres`); see the
@@ -112,10 +119,11 @@ class TrainCrop:
         self,
         size: int | tuple[int, int],
         *,
-        crop: Literal["inception", "pad"] = "inception",
+        crop: Literal["inception", "pad", "center"] = "inception",
         area: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         pad: int = 4,
+        crop_fraction: float = 0.875,
         flip: bool = True,
         resize: Resize = "opencv",
     ):
@@ -126,6 +134,7 @@ class TrainCrop:
         self.pad = _checks.check_positive_int("pad", pad, minimum=0)
         self.flip = _checks.check_bool("flip", flip)
         self.resize = _checks.check_choice("resize", resize, _RESIZES)
+        self.center = EvalCrop(self.size, crop_fraction=crop_fraction, resize=self.resize)
 
     def __call__(self, data: bytes | np.ndarray, rng: np.random.Generator
                  ) -> tuple[np.ndarray, str | None]:  # fmt: skip
@@ -156,6 +165,8 @@ class TrainCrop:
             _check_rng(rng)
         if self.crop == "pad":
             results = [_attempt(self._pad_crop, d, rng) for d, rng in zip(data, rngs)]
+        elif self.crop == "center":
+            results = [_attempt(self.center, d) for d in data]
         else:
             results = [_attempt(_Opened, d, self.resize) for d in data]
             opened = [i for i, r in enumerate(results) if not isinstance(r, BadImage)]
@@ -190,7 +201,9 @@ class TrainCrop:
 
     def __repr__(self) -> str:
         return (f"TrainCrop(size={self.size}, crop={self.crop!r}, area={self.area}, "
-                f"ratio={self.ratio}, pad={self.pad}, flip={self.flip}, resize={self.resize!r})")
+                f"ratio={self.ratio}, pad={self.pad}, "
+                f"crop_fraction={self.center.crop_fraction}, flip={self.flip}, "
+                f"resize={self.resize!r})")
 
 
 class EvalCrop:

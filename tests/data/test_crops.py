@@ -343,7 +343,7 @@ RNG = np.random.default_rng(0)
     (lambda: TrainCrop(2.5), TypeError, "size must be an int"),
     (lambda: TrainCrop((4, 4, 4)), ValueError, "size"),
     (lambda: TrainCrop((4, 0)), ValueError, r"size\[1\]"),
-    (lambda: TrainCrop(8, crop="center"), ValueError, "crop must be one of"),
+    (lambda: TrainCrop(8, crop="centre"), ValueError, "crop must be one of"),
     (lambda: TrainCrop(8, area=(0.0, 1.0)), ValueError, r"area\[0\]"),
     (lambda: TrainCrop(8, area=(0.5, 0.2)), ValueError, "area must satisfy"),
     (lambda: TrainCrop(8, area=(0.1, 1.5)), ValueError, r"area\[1\]"),
