@@ -40,6 +40,8 @@ RA = ("tests/test_randaugment_draws.py", "tests/test_randaugment.py",
 
 MODEL = ("tests/models/test_noise_reaches_student.py",)
 
+FREEZE = ("tests/train/test_freeze.py",)
+
 MUTANTS: tuple[Mutant, ...] = (
     # ---- losses
     Mutant("hard CE: an out-of-range traced label reads a clipped class instead of NaN",
@@ -124,6 +126,65 @@ MUTANTS: tuple[Mutant, ...] = (
            "nsjax/fixres.py", "u = jax.random.uniform(key, (batch, 2 * n + 2))",
            "u = jnp.broadcast_to(jax.random.uniform(key, (1, 2 * n + 2)), (batch, 2 * n + 2))",
            ("tests/test_fixres.py",)),
+    # ---- FixRes fine-tune: frozen blocks, warm start, centre crop
+    Mutant("frozen leaves masked with optax.masked (their gradients pass through as updates)",
+           "nsjax/train/_recipe.py",
+           "    return optax.multi_transform(\n        {True: optimizer, False: optax.set_to_zero()},",
+           "    return optax.masked(\n        optimizer,", FREEZE),
+    Mutant("frozen gradients zeroed, then the whole optimizer (weight decay moves them)",
+           "nsjax/train/_recipe.py",
+           "    return optax.multi_transform(\n        {True: optimizer, False: optax.set_to_zero()},\n"
+           "        lambda params: fixres.fixres_trainable(params, freeze=patterns))",
+           "    return optax.chain(optax.masked(optax.set_to_zero(), lambda params: jax.tree.map(\n"
+           "        lambda t: not t, fixres.fixres_trainable(params, freeze=patterns))), optimizer)",
+           FREEZE),
+    Mutant("freeze_blocks freezes one block too many",
+           "nsjax/train/_recipe.py", "for i in range(config.freeze_blocks))",
+           "for i in range(config.freeze_blocks + 1))", FREEZE),
+    Mutant("the stem is not frozen with the blocks",
+           "nsjax/train/_recipe.py", r'return r"^\.(stem|bn_stem)\.",', r'return r"^\.(bn_stem)\.",',
+           FREEZE),
+    Mutant("EMA as optax.incremental_update (an unchanged, frozen value moves by a rounding)",
+           "nsjax/train/_recipe.py",
+           "return jax.tree.map(lambda e, n: (e - rate * (e - n)).astype(e.dtype), ema, new)",
+           "return jax.tree.map(lambda a, e: a.astype(e.dtype),\n"
+           "                        optax.incremental_update(new, ema, step_size=rate), ema)",
+           FREEZE),
+    Mutant("freeze_blocks not checked against the block count",
+           "nsjax/train/_config.py", "if self.freeze_blocks > count:",
+           "if self.freeze_blocks > count + 1:", FREEZE),
+    Mutant("fit ignores its warm start",
+           "nsjax/train/_loop.py",
+           "warm = {} if init is None else dict(model=init.model, bn_state=init.state)",
+           "warm = {}", ("tests/loop/test_finetune.py",)),
+    Mutant("a warm start's EMA BN statistics start at (0, 1), not the teacher's",
+           "nsjax/train/_state.py", "ema_bn_state=_copy(bn_state),",
+           "ema_bn_state=_bn_pairs(bn_state, lambda m, v: (m * 0, v * 0 + 1)),",
+           ("tests/train/test_warm_start.py",)),
+    Mutant("a warm start of another resolution is refused",
+           "nsjax/train/_state.py",
+           "got = dataclasses.replace(model.config, train_resolution=want.train_resolution,",
+           "got = dataclasses.replace(model.config, train_resolution=model.config.train_resolution,",
+           ("tests/train/test_warm_start.py",)),
+    Mutant("a warm start of another architecture is accepted",
+           "nsjax/train/_state.py", "if got != want or model.num_classes != config.num_classes:",
+           "if model.num_classes != config.num_classes:", ("tests/train/test_warm_start.py",)),
+    Mutant("the fine-tune's model keeps the teacher's test resolution",
+           "nsjax/loop/_finetune.py", "test_resolution=resolution,", "",
+           ("tests/loop/test_finetune.py",)),
+    Mutant("the fine-tune trains on Inception crops",
+           "nsjax/loop/_finetune.py",
+           'crop = TrainCrop(resolution, crop="center", flip=False, resize="pil")',
+           "crop = TrainCrop(resolution)", ("tests/loop/test_finetune.py",)),
+    Mutant("the centre training crop ignores crop_fraction",
+           "nsjax/data/_crops.py",
+           "self.center = EvalCrop(self.size, crop_fraction=crop_fraction, resize=self.resize)",
+           "self.center = EvalCrop(self.size, resize=self.resize)",
+           ("tests/data/test_crops_center.py",)),
+    Mutant("the centre training crop mirrors even with flip=False",
+           "nsjax/data/_crops.py", "if rng.random() < 0.5 and self.flip:",
+           "if rng.random() < 0.5 and (self.flip or self.crop == \"center\"):",
+           ("tests/data/test_crops_center.py",)),
 )
 
 
