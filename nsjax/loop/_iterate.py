@@ -24,15 +24,17 @@ import sys
 from typing import Any
 
 import jax
+import numpy as np
 
 from nsjax import _checks
 from nsjax._io import atomic_write_text
 from nsjax.data import Source, Subset, fit_inputs
+from nsjax.loop._finetune import finetune
 from nsjax.loop._report import write_report
 from nsjax.pseudo import balance, label, load_balance, read_labels, save_balance
 from nsjax.train import Teacher, TrainConfig, fit, load_teacher
 
-_BALANCE_MODES = ("topk", "official")
+_BALANCE_MODES = ("topk", "official", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +47,9 @@ class IterateConfig:
       `({"model": "b0"}, {"model": "b0"}, {"model": "b1"})`.
     - `per_class`: pseudo-labeled rows per class after balancing; None: the unlabeled count
       divided by the class count.
-    - `min_confidence`, `balance_mode`: the balancing rule (`nsjax.pseudo.balance`).
+    - `min_confidence`, `balance_mode`: the balancing rule (`nsjax.pseudo.balance`: "topk" the
+      paper's, "official" `filter_unlabel.py`'s), or "none": every pseudo-labeled image once,
+      no threshold (the ablation without balancing).
     - `top_k`: log-probabilities kept per image in the pseudo-label store.
     - `label_batch`: images per teacher call when labelling.
     - `online`: False (default): offline, the paper's procedure: the teacher labels the
@@ -54,6 +58,11 @@ class IterateConfig:
       view of the unlabeled images (at its own resolution), over every unlabeled image (no
       threshold or balancing), and its soft or hard targets follow `teacher_temperature` /
       `hard_targets`.
+    - `fixres_generations`: the generations followed by a FixRes fine-tune
+      (`nsjax.loop.finetune`: `fixres_epochs` epochs on unaugmented labeled images at
+      `fixres_resolution`, default the model's test resolution, shallow blocks frozen), scored
+      at that resolution (`fixres_accuracy` in the summary). The next generation's teacher is
+      the model before the fine-tune, as in the paper, where FixRes finishes the last model.
     """
 
     student: TrainConfig = TrainConfig()
@@ -64,6 +73,9 @@ class IterateConfig:
     top_k: int = 10
     label_batch: int = 256
     online: bool = False
+    fixres_generations: tuple[int, ...] = ()
+    fixres_epochs: float = 1.5
+    fixres_resolution: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.student, TrainConfig):
@@ -81,6 +93,14 @@ class IterateConfig:
         _checks.check_positive_int("top_k", self.top_k)
         _checks.check_positive_int("label_batch", self.label_batch)
         _checks.check_bool("online", self.online)
+        if not isinstance(self.fixres_generations, tuple) or not all(
+                isinstance(g, int) and 0 <= g < len(self.generations)
+                for g in self.fixres_generations):
+            raise ValueError(f"fixres_generations must be a tuple of generation numbers in "
+                             f"[0, {len(self.generations)}), got {self.fixres_generations!r}")
+        _checks.check_number("fixres_epochs", self.fixres_epochs, minimum=0.0, min_open=True)
+        if self.fixres_resolution is not None:
+            _checks.check_positive_int("fixres_resolution", self.fixres_resolution, minimum=32)
 
     def generation_config(self, g: int) -> TrainConfig:
         """Generation `g`'s `TrainConfig` (generation 0: supervised, ratio 0)."""
@@ -98,7 +118,8 @@ class IterateConfig:
     def from_json(cls, text: str) -> IterateConfig:
         data = json.loads(text)
         return cls(**{**data, "student": TrainConfig.from_json(json.dumps(data["student"])),
-                      "generations": tuple(data["generations"])})
+                      "generations": tuple(data["generations"]),
+                      "fixres_generations": tuple(data.get("fixres_generations", ()))})
 
 
 def _start(out_dir: str, config: IterateConfig) -> None:
@@ -127,7 +148,9 @@ def _student_data(config: IterateConfig, g: int, teacher_run: str, unlabeled: So
     _sync(f"gen{g} labels")  # every process labelled its shards
     store = read_labels(labels_dir)
     balance_dir = os.path.join(gen_dir, "balance")
-    if os.path.exists(os.path.join(balance_dir, "balance.npz")):
+    if config.balance_mode == "none":
+        rows = np.arange(len(store))
+    elif os.path.exists(os.path.join(balance_dir, "balance.npz")):
         rows = load_balance(balance_dir)
     else:  # every process draws the same rows (seeded); the first writes them
         per_class = config.per_class or max(1, len(unlabeled) // train.num_classes)
@@ -194,13 +217,15 @@ def iterate(config: IterateConfig, labeled: Source, unlabeled: Source, test: Sou
                                                 train)  # fmt: skip
                 inputs = fit_inputs(train, labeled, images, test, targets=targets)
             summary = fit(train, inputs=inputs, teacher=teacher, out_dir=run_dir)[1]
-        pseudo = (0 if g == 0 else len(unlabeled) if config.online
-                  else len(load_balance(os.path.join(gen_dir, "balance"))))  # fmt: skip
-        generations.append(dict(generation=g, model=train.model, resolution=train.image_size,
-                                labeled=len(labeled), pseudo_labeled=pseudo,
-                                test_accuracy=summary["test_top1"],
-                                test_top5=summary["test_top5"],
-                                train_seconds=summary["train_seconds"]))  # fmt: skip
+        row = dict(generation=g, model=train.model, resolution=train.image_size,
+                   labeled=len(labeled), pseudo_labeled=_pseudo_count(config, g, gen_dir, len(unlabeled)),
+                   test_accuracy=summary["test_top1"], test_top5=summary["test_top5"],
+                   train_seconds=summary["train_seconds"])  # fmt: skip
+        if g in config.fixres_generations:
+            tuned = _fixres(config, train, run_dir, labeled, test, gen_dir)
+            row.update(fixres_resolution=tuned["resolution"], fixres_accuracy=tuned["test_top1"],
+                       train_seconds=row["train_seconds"] + tuned["train_seconds"])
+        generations.append(row)
     result = dict(generations=generations)
     if jax.process_index() == 0:
         atomic_write_text(os.path.join(out_dir, "summary.json"),
@@ -215,6 +240,31 @@ def _sync(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def _pseudo_count(config: IterateConfig, g: int, gen_dir: str, unlabeled: int) -> int:
+    """The pseudo-labeled images generation `g` trained on (online: every unlabeled one)."""
+    if g == 0:
+        return 0
+    if config.online:
+        return unlabeled
+    if config.balance_mode == "none":
+        return len(read_labels(os.path.join(gen_dir, "labels")))
+    return len(load_balance(os.path.join(gen_dir, "balance")))
+
+
+def _fixres(config: IterateConfig, train: TrainConfig, run_dir: str, labeled: Source,
+            test: Source, gen_dir: str) -> dict[str, Any]:  # fmt: skip
+    """Generation's FixRes fine-tune (resumed or skipped when finished): its summary with
+    `resolution`."""
+    fixres_dir = os.path.join(gen_dir, "fixres")
+    summary = _finished(fixres_dir)
+    if summary is None:
+        summary = finetune(os.path.join(run_dir, "teacher.eqx"), train, labeled, test,
+                           out_dir=fixres_dir, resolution=config.fixres_resolution,
+                           epochs=config.fixres_epochs)[1]  # fmt: skip
+    tuned = TrainConfig.load(os.path.join(fixres_dir, "config.json"))
+    return dict(summary, resolution=tuned.image_size)
 
 
 def _finished(run_dir: str) -> dict[str, Any] | None:

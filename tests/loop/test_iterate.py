@@ -63,6 +63,24 @@ def test_online_mode_runs_the_teacher_inside_the_student_step(sources, tmp_path)
     assert metrics and all(m["unlabeled_loss"] > 0 for m in metrics)
 
 
+def test_fixres_stage_and_no_balancing(sources, tmp_path):
+    # generation 1: every pseudo-labeled image once (the ablation without balancing), then a
+    # FixRes fine-tune at 48 px scored at 48 px; generation 1 stays the next teacher
+    labeled, unlabeled, test = sources
+    out = tmp_path / "fixres"
+    gens = iterate(config(balance_mode="none", fixres_generations=(1,), fixres_epochs=0.2,
+                          fixres_resolution=48), labeled, unlabeled, test,
+                   out_dir=out)["generations"]  # fmt: skip
+    assert gens[1]["pseudo_labeled"] == len(unlabeled) and "fixres_accuracy" not in gens[0]
+    assert gens[1]["fixres_resolution"] == 48 and 0 <= gens[1]["fixres_accuracy"] <= 1
+    tuned = json.loads((out / "gen1/fixres/summary.json").read_text())
+    assert tuned["test_top1"] == gens[1]["fixres_accuracy"] and tuned["steps"] == 2
+    assert not (out / "gen1/balance").exists()
+    assert "48" in (out / "report.md").read_text()
+    with pytest.raises(ValueError, match="fixres_generations must be a tuple"):
+        config(fixres_generations=(2,))
+
+
 def test_inputs_refused_before_any_work(sources, tmp_path):
     labeled, unlabeled, test = sources
     with pytest.raises(ValueError, match="test must be a labeled source"):
