@@ -604,7 +604,8 @@ def fit_inputs(config: Any, labeled: Source, unlabeled: Source | None = None,
       the balanced rows), and either `targets` (one row per record: offline pseudo-labels) or
       `teacher_resolution` (online: the teacher's clean view at that side).
     - `test`: a labeled source evaluated at `test_resolution` (default: the model's test
-      resolution), centre-cropped.
+      resolution), centre-cropped (crop fraction 0.875; with `config.small_image` the whole
+      image, as the official 32-px evaluation).
     - `crop`: the training crop; default `TrainCrop(config.image_size)` (Inception crop and
       flip), or with `config.small_image` the official 32-px path `TrainCrop(config.image_size,
       crop="pad", flip=False)` (reflect-pad 4 pixels, a random window, no flip: SVHN's).
@@ -643,11 +644,13 @@ def fit_inputs(config: Any, labeled: Source, unlabeled: Source | None = None,
                                     seed=config.seed, targets=targets,
                                     teacher_crop=teacher_resolution, **common)  # fmt: skip
     resolution = test_resolution or config.model_config().test_resolution
+    # the 32-px variant scores the whole image, as the official SVHN eval (no centre crop)
+    test_crop = EvalCrop(resolution, crop_fraction=1.0 if config.small_image else 0.875)
     return Inputs(
         train=train,
         bn=lambda: train_pipeline(labeled, config.labeled_batch, crop, seed=config.seed + 2,
                                   **common),
         test=None if test is None else lambda: eval_pipeline(
-            _check_source("test", test, labeled=True), config.labeled_batch,
-            EvalCrop(resolution), **common),
+            _check_source("test", test, labeled=True), config.labeled_batch, test_crop,
+            **common),
         labeled_size=len(labeled))

@@ -23,6 +23,13 @@ def trained_config(teacher_file: str | os.PathLike) -> TrainConfig:
     return TrainConfig() if saved is None else TrainConfig.from_json(json.dumps(saved))
 
 
+def eval_crop_fraction(config: TrainConfig) -> float:
+    """The evaluation's centre-crop fraction for a model of `config`: 0.875 (the reference's
+    at 224 px), or 1.0 for the 32-px variant (the official SVHN evaluation reads the whole
+    image)."""
+    return 1.0 if config.small_image else 0.875
+
+
 @eqx.filter_jit
 def _counts(teacher, config: TrainConfig, images, labels, mask) -> jax.Array:
     """`[top-1 hits, top-5 hits]` over the rows of `mask`."""
@@ -42,8 +49,8 @@ def evaluate_teacher(teacher_file: str | os.PathLike, test: Source, *,
 
     - `teacher_file`: a teacher export (`teacher.eqx` of a run).
     - `test`: a labeled source whose classes are the teacher's (checked before any work).
-    - `resolution`: the evaluated image side (centre crop, fraction 0.875, then resize);
-      default the teacher's test resolution.
+    - `resolution`: the evaluated image side (centre crop, fraction `eval_crop_fraction`,
+      then resize); default the teacher's test resolution.
     - `batch_size`, `threads`: as in `nsjax.data.eval_pipeline`.
 
     **Returns:** `{"top1", "top5"}` (fractions), `"count"` (images scored) and `"resolution"`.
@@ -58,7 +65,8 @@ def evaluate_teacher(teacher_file: str | os.PathLike, test: Source, *,
         "resolution", resolution, minimum=32)
     config = trained_config(teacher_file)
     totals = np.zeros(3, np.int64)
-    with eval_pipeline(test, batch_size, EvalCrop(side), threads=threads) as batches:
+    crop = EvalCrop(side, crop_fraction=eval_crop_fraction(config))
+    with eval_pipeline(test, batch_size, crop, threads=threads) as batches:
         for batch in batches:
             hits = _counts(teacher, config, batch["images"], batch["labels"], batch["mask"])
             totals += [*np.asarray(hits), int(batch["mask"].sum())]

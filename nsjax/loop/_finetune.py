@@ -17,6 +17,7 @@ from typing import Any
 
 from nsjax import _checks
 from nsjax.data import Source, TrainCrop, fit_inputs
+from nsjax.loop._evaluate import eval_crop_fraction
 from nsjax.train import (
     TrainConfig,
     TrainState,
@@ -45,7 +46,8 @@ def finetune(teacher_file: str | os.PathLike, config: TrainConfig, labeled: Sour
       `test_resolution` (the fine-tuned model is trained, evaluated and used at it);
     - no unlabeled images (`unlabeled_ratio=0`) and no RandAugment: the training crop is the
       evaluation's centre crop at that resolution, with the evaluation's resizer and no flip
-      (`TrainCrop(resolution, crop="center", flip=False, resize="pil")`), so the fine-tune
+      (`TrainCrop(resolution, crop="center", flip=False, resize="pil")`, the whole image for
+      the 32-px variant as its evaluation: `eval_crop_fraction`), so the fine-tune
       sees the test images' statistics, which is the point;
     - `epochs`, no warm-up (the weights are trained already), `steps_per_epoch` from the data;
     - `freeze_blocks`: the given count, else half of the model's blocks, rounded down (the
@@ -123,7 +125,8 @@ def finetune(teacher_file: str | os.PathLike, config: TrainConfig, labeled: Sour
                            config=dataclasses.replace(
                                tuned.model_config(), train_resolution=saved["train_resolution"],
                                test_resolution=saved["test_resolution"]))  # fmt: skip
-    crop = TrainCrop(resolution, crop="center", flip=False, resize="pil")
+    crop = TrainCrop(resolution, crop="center", crop_fraction=eval_crop_fraction(tuned),
+                     flip=False, resize="pil")
     inputs = fit_inputs(tuned, labeled, test=test, crop=crop, workers=workers, threads=threads)
     return fit(tuned, inputs=inputs, init=teacher, out_dir=os.fspath(out_dir))
 
