@@ -105,8 +105,8 @@ def test_bad_flags_exit_2(tmp_path, capsys, flags, message):
 
 
 def test_commands_are_a_registry():
-    assert [c.name for c in COMMANDS] == ["demo", "iterate", "train", "evaluate", "convert",
-                                          "label", "balance"]
+    assert [c.name for c in COMMANDS] == ["demo", "iterate", "train", "finetune", "evaluate",
+                                          "convert", "label", "balance"]
     with pytest.raises(SystemExit) as exit:
         main([])
     assert exit.value.code == 2
@@ -148,3 +148,26 @@ def test_label_then_balance(tmp_path, capsys):
     assert main(["balance", store, str(tmp_path / "b"), "--per-class", "4",
                  "--min-confidence", "0"]) == 0
     assert len(load_balance(tmp_path / "b")) % 4 == 0
+
+
+def test_a_test_folder_takes_the_labeled_folders_class_order(tmp_path):
+    # a test folder holding some classes keeps the labeled indices; an unknown class is refused
+    from nsjax.cli._common import open_source, open_test
+
+    labeled = open_source(_folder(tmp_path / "l", {"ant": 1, "bee": 1, "cat": 1}), labeled=True)
+    test = open_test(_folder(tmp_path / "t", {"bee": 1, "cat": 2}), labeled)
+    assert sorted(test[i]["label"] for i in range(len(test))) == [1, 2, 2]
+    with pytest.raises(ValueError, match="dog"):
+        open_test(_folder(tmp_path / "u", {"dog": 1}), labeled)
+
+
+def test_set_overrides_every_generation_then_one():
+    # whatever the order on the line: FIELD for all generations, then genN.FIELD for one
+    from nsjax.cli._configs import iterate_config, parse_sets, to_fields
+    from nsjax.loop import IterateConfig
+
+    base = to_fields(IterateConfig(generations=({"epochs": 5.0}, {"epochs": 6.0})))
+    config = iterate_config(base, parse_sets(["gen0.epochs=10", "epochs=30", "top_k=4",
+                                              "randaugment_magnitude=null"]))
+    assert [config.generation_config(g).epochs for g in (0, 1)] == [10.0, 30.0]
+    assert config.top_k == 4 and config.student.randaugment_magnitude is None

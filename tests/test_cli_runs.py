@@ -46,6 +46,17 @@ def test_train_then_evaluate(data, tmp_path, capsys):
     assert scores["count"] == 80 and scores["resolution"] == 32
     # the same EMA model, the same 80 images: the run's own final score
     assert scores["top1"] == pytest.approx(summary["test_top1"])
+    # FixRes: fine-tune at 40 px (8 labeled epochs of 10 steps * 0.2: 2 steps), scored there
+    tuned = str(tmp_path / "fixres")
+    assert main(["finetune", os.path.join(out, "teacher.eqx"), "--labeled", data["labeled"],
+                 "--test", data["test"], "--out", tuned, "--resolution", "40",
+                 "--epochs", "0.2", "--freeze-blocks", "1"]) == 0
+    assert "Fine-tuned 2 steps" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "fixres" / "config.json").read_text())
+    assert (saved["resolution"], saved["freeze_blocks"], saved["randaugment_magnitude"]) == (
+        40, 1, None)
+    assert main(["evaluate", os.path.join(tuned, "teacher.eqx"), data["test"]]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["resolution"] == 40
 
 
 def test_iterate_from_a_config_file_with_overrides(data, tmp_path, capsys):

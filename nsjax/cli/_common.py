@@ -4,7 +4,6 @@ opening a data path as a source."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,35 +47,32 @@ def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def _load_classes(path: str) -> list[str]:
-    with open(path) as f:
-        try:
-            classes = json.load(f)
-        except ValueError as e:
-            raise ValueError(f"{path}: not JSON ({e})") from None
-    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
-        raise ValueError(f"{path} must hold a JSON list of class names, got "
-                         f"{type(classes).__name__}")
-    return classes
-
-
-def open_source(path: str, *, labeled: bool, classes: str | None = None):
-    """The source at `path`: a shard folder (`nsjax convert`'s), an image folder or an .npz."""
+def open_source(path: str, *, labeled: bool, classes: list[str] | None = None):
+    """The source at `path`: a shard folder (`nsjax convert`'s), an image folder or an .npz;
+    `classes`: a labeled image folder's class names in index order (default: its sorted
+    sub-folders; ignored for the other kinds)."""
     from nsjax.data import ImageFolderSource, NpzSource, ShardSource
     from nsjax.data._shards import MANIFEST
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder")
-    shards = os.path.isfile(os.path.join(path, MANIFEST))
-    if classes is not None and (not labeled or not os.path.isdir(path) or shards):
-        raise UsageError("--classes is for labeled image folders (not with --unlabeled, an "
-                         ".npz or shards)")
-    if shards:
+    if os.path.isfile(os.path.join(path, MANIFEST)):
         return ShardSource(path)
     if os.path.isdir(path):
-        names = None if classes is None else _load_classes(classes)
-        return ImageFolderSource(path, labeled=labeled, classes=names)
+        return ImageFolderSource(path, labeled=labeled, classes=classes)
     return NpzSource(path, labeled=labeled)
+
+
+def open_test(path: str, labeled):
+    """The test source at `path`, with the labeled image folder's class mapping when both are
+    image folders (a test folder with fewer classes keeps the labeled set's indices; one with
+    a class the labeled set lacks is refused by name)."""
+    from nsjax.data._shards import MANIFEST
+
+    classes = getattr(labeled, "classes", None)
+    folder = os.path.isdir(path) and classes is not None and not os.path.isfile(
+        os.path.join(path, MANIFEST))
+    return open_source(path, labeled=True, classes=list(classes) if folder else None)
 
 
 def setup_jax() -> None:
@@ -87,9 +83,9 @@ def setup_jax() -> None:
     generations of a run and a rerun compile each program once, unless the JAX cache is
     configured already (`JAX_COMPILATION_CACHE_DIR`). A multi-process run (every host runs
     the same command) calls `jax.distributed.initialize()`, which reads the cluster from the
-    environment (Cloud TPU pods, SLURM, Open MPI, or `JAX_COORDINATOR_ADDRESS`,
-    `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`), when `NSJAX_DISTRIBUTED=1` or
-    `JAX_COORDINATOR_ADDRESS` is set."""
+    environment (Cloud TPU pods, SLURM, Open MPI; on plain hosts `JAX_COORDINATOR_ADDRESS`
+    with `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`, which nsjax passes on), when
+    `NSJAX_DISTRIBUTED=1` or `JAX_COORDINATOR_ADDRESS` is set."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_cpu_use_fusion_emitters" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_use_fusion_emitters=false".strip()
@@ -101,4 +97,6 @@ def setup_jax() -> None:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     if os.environ.get("NSJAX_DISTRIBUTED") == "1" or "JAX_COORDINATOR_ADDRESS" in os.environ:
-        jax.distributed.initialize()
+        count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+        jax.distributed.initialize(num_processes=None if count is None else int(count),
+                                   process_id=None if index is None else int(index))

@@ -20,7 +20,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, kind: str) -> None:
     "IterateConfig")."""
     saved = "config.json" if kind == "TrainConfig" else "iterate.json"
     parser.add_argument("--config", metavar="FILE",
-                        help=f"a {kind} as JSON (the {saved} a run saves); its fields replace "
+                        help=f"an {kind} as JSON (the {saved} a run saves); its fields replace "
                         "the defaults chosen for the data; default: none")
     extra = ("; TrainConfig fields (e.g. dropout_rate=0.5) apply to every generation, "
              "genN.FIELD=VALUE to generation N only, IterateConfig fields (per_class, "
@@ -75,7 +75,8 @@ def iterate_config(base: dict[str, Any], values: dict[str, Any]):
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     data = {**base, "student": dict(base.get("student", {})),
             "generations": [dict(g) for g in base.get("generations", [{}, {}])]}
-    for name, value in values.items():
+    # fields of every generation first, then genN.FIELD, whatever the order on the line
+    for name, value in sorted(values.items(), key=lambda item: "." in item[0]):
         gen, dot, field = name.partition(".")
         if dot:
             if not (gen.startswith("gen") and gen[3:].isdigit()):

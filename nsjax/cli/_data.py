@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import os
 import time
 from typing import Any
 
-from nsjax.cli._common import Command, int_in, open_source
+from nsjax.cli._common import Command, UsageError, int_in, open_source, setup_jax
 
 
 # --------------------------------------------------------------------------- convert
@@ -35,8 +36,27 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
                         "the mapping of an earlier conversion or run, to keep labels the same")
 
 
+def _load_classes(path: str) -> list[str]:
+    with open(path) as f:
+        try:
+            classes = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{path}: not JSON ({e})") from None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"{path} must hold a JSON list of class names, got "
+                         f"{type(classes).__name__}")
+    return classes
+
+
 def _convert_source(args: argparse.Namespace):
-    return open_source(args.src, labeled=not args.unlabeled, classes=args.classes)
+    from nsjax.data._shards import MANIFEST
+
+    if args.classes is not None and (args.unlabeled or not os.path.isdir(args.src)
+                                     or os.path.isfile(os.path.join(args.src, MANIFEST))):
+        raise UsageError("--classes is for labeled image folders (not with --unlabeled, an "
+                         ".npz or shards)")
+    return open_source(args.src, labeled=not args.unlabeled,
+                       classes=None if args.classes is None else _load_classes(args.classes))
 
 
 def _convert_summary(manifest: dict[str, Any], dst: str, seconds: float, wrote: bool) -> str:
@@ -92,15 +112,16 @@ def _label_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records-per-shard", type=int_in(1), metavar="N",
                         help="images per store file (default: a shard folder's own shards, "
                         "else 10000)")
-    parser.add_argument("--crop-fraction", type=float, default=0.875, metavar="F",
-                        help="the centre crop's side over the image's short side (default "
-                        "0.875)")
+    parser.add_argument("--crop-fraction", type=float, metavar="F",
+                        help="the centre crop's side over the image's short side (default: the "
+                        "teacher's evaluation crop, 0.875, or 1 for a 32-px small-image model)")
     parser.add_argument("--threads", type=int_in(0), default=8, metavar="T",
                         help="decode threads (default 8)")
 
 
 def _label(args: argparse.Namespace) -> int:
-    from nsjax.loop._evaluate import trained_config
+    setup_jax()
+    from nsjax.loop._evaluate import eval_crop_fraction, trained_config
     from nsjax.pseudo import label
     from nsjax.train import load_teacher
 
@@ -109,7 +130,8 @@ def _label(args: argparse.Namespace) -> int:
     teacher = load_teacher(args.teacher)
     start = time.perf_counter()
     job = label(teacher, source, args.out, top_k=args.top_k, batch_size=args.batch_size,
-                records_per_shard=args.records_per_shard, crop_fraction=args.crop_fraction,
+                records_per_shard=args.records_per_shard,
+                crop_fraction=args.crop_fraction or eval_crop_fraction(config),
                 mean=config.mean, std=config.std, compute_dtype=config.compute_dtype,
                 threads=args.threads, progress=True)  # fmt: skip
     skipped = "; ".join(f"{s['id']} ({s['reason']})" for s in job["skipped"][:3])

@@ -9,7 +9,7 @@ import datetime
 import os
 import time
 
-from nsjax.cli._common import Command, UsageError, int_in, open_source, setup_jax
+from nsjax.cli._common import Command, UsageError, int_in, open_source, open_test, setup_jax
 from nsjax.cli._configs import add_config_arguments, iterate_config, parse_sets, read_json
 
 
@@ -34,13 +34,16 @@ def _add_loop_arguments(parser: argparse.ArgumentParser, *, default_models: str)
 
 
 def _iterate_arguments(parser: argparse.ArgumentParser) -> None:
-    for name, what in (("labeled", "the labeled images"), ("unlabeled", "the unlabeled images "
-                       "(labels, if any, are ignored)"), ("test", "the held-out labeled images "
-                       "each generation is scored on")):  # fmt: skip
-        parser.add_argument(f"--{name}", required=True, metavar="PATH",
-                            help=f"{what}: an image folder (one sub-folder per class; any tree "
-                            "for unlabeled), an .npz (images [N, H, W(, 3)] uint8, labels) or "
-                            "a shard folder (nsjax convert)")
+    labeled = ("an image folder (one sub-folder per class), an .npz (images uint8 [N, H, W] or "
+               "[N, H, W, 3], labels [N]) or a shard folder (nsjax convert)")
+    parser.add_argument("--labeled", required=True, metavar="PATH",
+                        help=f"the labeled images: {labeled}")
+    parser.add_argument("--unlabeled", required=True, metavar="PATH",
+                        help="the unlabeled images: an image folder (any tree), an .npz "
+                        "(images) or a shard folder; labels, if any, are ignored")
+    parser.add_argument("--test", required=True, metavar="PATH",
+                        help=f"the held-out labeled images every generation is scored on: "
+                        f"{labeled}; a folder takes the labeled folder's class order")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="the run's folder; rerun the same command to resume a stopped run")
     _add_loop_arguments(parser, default_models="b0,b0,b1")
@@ -86,7 +89,7 @@ def _iterate(args: argparse.Namespace) -> int:
     setup_jax()
     labeled = open_source(args.labeled, labeled=True)
     unlabeled = open_source(args.unlabeled, labeled=False)
-    test = open_source(args.test, labeled=True)
+    test = open_test(args.test, labeled)
     config, facts = _loop_config(args, labeled, default_models=("b0", "b0", "b1"))
     return run_loop(config, facts, labeled, unlabeled, test, args.out)
 
@@ -110,7 +113,9 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     setup_jax()
-    from nsjax.loop._demo import DEMO_EPOCHS, DEMO_MODELS, digits_splits
+    from nsjax.cli._configs import to_fields
+    from nsjax.loop._auto import data_facts
+    from nsjax.loop._demo import DEMO_MODELS, demo_config, digits_splits
 
     out = args.out or f"nsjax-demo-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     paths = digits_splits(os.path.join(out, "data"), seed=args.seed,
@@ -120,10 +125,12 @@ def _demo(args: argparse.Namespace) -> int:
     test = open_source(paths["test"], labeled=True)
     print(f"nsjax demo: {len(labeled)} labeled, {len(unlabeled)} unlabeled and {len(test)} "
           f"held-out real handwritten digits (8x8 grey, 10 classes) in {paths['labeled']}, ...")
-    sets = [f"seed={args.seed}"] + [f"gen{g}.epochs={e}" for g, e in enumerate(DEMO_EPOCHS)
-                                    if args.models is None and args.config is None]
-    args.sets = sets + args.sets
-    config, facts = _loop_config(args, labeled, default_models=DEMO_MODELS)
+    if args.config is not None:
+        config, facts = _loop_config(args, labeled, default_models=DEMO_MODELS)
+    else:
+        base = demo_config(labeled, seed=args.seed, models=args.models or DEMO_MODELS)
+        config = iterate_config(to_fields(base), parse_sets(args.sets))
+        facts = data_facts(labeled)
     return run_loop(config, facts, labeled, unlabeled, test, os.path.join(out, "run"))
 
 

@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from nsjax.cli._common import Command, UsageError, int_in, open_source, setup_jax
+from nsjax.cli._common import Command, UsageError, int_in, open_source, open_test, setup_jax
 from nsjax.cli._configs import add_config_arguments, parse_sets, read_json, to_fields
 
 
@@ -74,7 +74,7 @@ def _train(args: argparse.Namespace) -> int:
     from nsjax.train import fit
 
     labeled = open_source(args.labeled, labeled=True)
-    test = None if args.test is None else open_source(args.test, labeled=True)
+    test = None if args.test is None else open_test(args.test, labeled)
     config, facts = _train_config(args, labeled, student=args.unlabeled is not None)
     teacher, unlabeled, targets = None, None, None
     if args.unlabeled is not None:
@@ -125,6 +125,47 @@ def _checked_teacher(path: str, num_classes: int):
     return teacher
 
 
+def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("teacher", help="the trained model: a teacher file (teacher.eqx of a "
+                        "run, whose config.json it was trained with is read from its metadata)")
+    parser.add_argument("--labeled", required=True, metavar="PATH",
+                        help=_source_help("the labeled images (unaugmented, centre-cropped)"))
+    parser.add_argument("--test", metavar="PATH",
+                        help=_source_help("held-out labeled images, scored at the fine-tune "
+                                          "resolution") + "; default: none")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="the fine-tune's run folder (its teacher.eqx is the fine-tuned "
+                        "model); rerun the same command to resume")
+    parser.add_argument("--resolution", type=int_in(32), metavar="R",
+                        help="the fine-tune's image side (default: the model's test resolution)")
+    parser.add_argument("--epochs", type=float, default=1.5, metavar="E",
+                        help="labeled epochs of the fine-tune (default 1.5, the paper's)")
+    parser.add_argument("--freeze-blocks", type=int_in(0), metavar="K",
+                        help="freeze the stem and the first K MBConv blocks (default: half the "
+                        "model's blocks, rounded down)")
+    parser.add_argument("--learning-rate", type=float, metavar="LR",
+                        help="base learning rate per 256 labeled images (default: the rate of "
+                        "the teacher's last update, at least 1/100 of its peak)")
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    setup_jax()
+    from nsjax.loop import finetune
+    from nsjax.loop._evaluate import trained_config
+
+    labeled = open_source(args.labeled, labeled=True)
+    test = None if args.test is None else open_test(args.test, labeled)
+    summary = finetune(args.teacher, trained_config(args.teacher), labeled, test,
+                       out_dir=args.out, resolution=args.resolution, epochs=args.epochs,
+                       freeze_blocks=args.freeze_blocks,
+                       learning_rate=args.learning_rate)[1]  # fmt: skip
+    scores = (f"; test top-1 {summary['test_top1']:.2%}, top-5 {summary['test_top5']:.2%}"
+              if "test_top1" in summary else "")
+    print(f"Fine-tuned {summary['steps']} steps in {summary['train_seconds']:.0f} s{scores}. "
+          f"Model: {os.path.join(args.out, 'teacher.eqx')}")
+    return 0
+
+
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("teacher", help="a teacher file (teacher.eqx of a run)")
     parser.add_argument("test", help=_source_help("labeled images"))
@@ -154,6 +195,9 @@ TRAIN_COMMANDS: tuple[Command, ...] = (
     Command("train", "one training run: a supervised teacher, or a noisy student on "
             "pseudo-labels (offline) or with a teacher in the step (online); resumable",
             _train_arguments, _train),
+    Command("finetune", "the FixRes stage: fine-tune a trained model at its test resolution "
+            "on unaugmented labeled images, shallow blocks frozen (resumable)",
+            _finetune_arguments, _finetune),
     Command("evaluate", "a teacher file's top-1 / top-5 accuracy on labeled images",
             _evaluate_arguments, _evaluate),
 )

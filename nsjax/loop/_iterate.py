@@ -29,6 +29,7 @@ import numpy as np
 from nsjax import _checks
 from nsjax._io import atomic_write_text
 from nsjax.data import Source, Subset, fit_inputs
+from nsjax.loop._evaluate import eval_crop_fraction
 from nsjax.loop._finetune import finetune
 from nsjax.loop._report import write_report
 from nsjax.pseudo import balance, label, load_balance, read_labels, save_balance
@@ -143,7 +144,8 @@ def _student_data(config: IterateConfig, g: int, teacher_run: str, unlabeled: So
     teacher = _teacher(teacher_run, train)
     labels_dir = os.path.join(gen_dir, "labels")
     label(teacher, unlabeled, labels_dir, top_k=min(config.top_k, teacher.num_classes),
-          batch_size=config.label_batch, mean=taught.mean, std=taught.std,
+          batch_size=config.label_batch, crop_fraction=eval_crop_fraction(taught),
+          mean=taught.mean, std=taught.std,
           compute_dtype=taught.compute_dtype, progress=sys.stderr.isatty())  # fmt: skip
     _sync(f"gen{g} labels")  # every process labelled its shards
     store = read_labels(labels_dir)

@@ -1,0 +1,78 @@
+"""`nsjax demo`'s pieces: the digits shipped in the package, their seeded split, the demo's
+config, and the command end to end with a tiny model (the real demo, minutes long, is the slow
+test at the end)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nsjax.cli import main
+from nsjax.data import NpzSource
+from nsjax.loop import IterateConfig
+from nsjax.loop._demo import DIGITS, demo_config, digits_splits
+from nsjax.models import B0_BLOCKS
+from tests.train._runs import tiny_config
+
+
+def test_the_shipped_digits_are_the_real_ones():
+    from sklearn.datasets import load_digits
+
+    with np.load(DIGITS) as f:
+        images, labels = f["images"], f["labels"]
+    digits = load_digits()
+    assert images.shape == (1797, 8, 8) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, np.round(digits.images * 255 / 16))
+    np.testing.assert_array_equal(labels, digits.target)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_split_is_disjoint_stratified_and_seeded(tmp_path, seed):
+    paths = digits_splits(tmp_path / "a", seed=seed, labeled_per_class=7, test=100)
+    ids = {name: set(np.load(path)["ids"]) for name, path in paths.items()}
+    assert len(ids["labeled"]) == 70 and len(ids["test"]) == 100
+    assert len(ids["unlabeled"]) == 1797 - 170
+    assert not (ids["labeled"] & ids["test"] or ids["labeled"] & ids["unlabeled"]
+                or ids["test"] & ids["unlabeled"])
+    assert np.bincount(np.load(paths["labeled"])["labels"]).tolist() == [7] * 10
+    assert "labels" not in np.load(paths["unlabeled"])
+    again = digits_splits(tmp_path / "b", seed=seed, labeled_per_class=7, test=100)
+    other = digits_splits(tmp_path / "c", seed=seed + 1, labeled_per_class=7, test=100)
+    assert set(np.load(again["test"])["ids"]) == ids["test"] != set(np.load(other["test"])["ids"])
+    with pytest.raises(ValueError, match="labeled_per_class must be <= 100"):
+        digits_splits(tmp_path / "d", labeled_per_class=101)
+
+
+def test_the_demo_config(tmp_path):
+    labeled = NpzSource(digits_splits(tmp_path, seed=0)["labeled"])
+    config = demo_config(labeled, seed=5)
+    gens = [config.generation_config(g) for g in range(3)]
+    assert [g.epochs for g in gens] == [50.0, 75.0, 75.0]
+    assert [g.unlabeled_ratio for g in gens] == [0.0, 1.0, 1.0]  # B0 students: 1 (official)
+    assert all(g.labeled_batch == 32 and g.seed == 5 and g.small_image and g.image_size == 32
+               and (g.width, g.depth) == (0.25, 0.25) for g in gens)
+    assert gens[0].randaugment_magnitude == 5.0  # the official 32-px noise
+
+
+def test_the_demo_command_with_a_tiny_model(tmp_path, capsys):
+    student = tiny_config(steps_per_epoch=None, epochs=0.5, unlabeled_ratio=1.0, log_every=5,
+                          blocks=B0_BLOCKS[:1], head_channels=64)
+    config = IterateConfig(student=student, generations=({}, {}), per_class=10,
+                           min_confidence=0.0, top_k=3, label_batch=32)  # fmt: skip
+    (tmp_path / "tiny.json").write_text(config.to_json())
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--config", str(tmp_path / "tiny.json"),
+                 "--labeled-per-class", "8", "--test", "80"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("nsjax demo: 80 labeled, 1637 unlabeled and 80 held-out")
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    assert [g["labeled"] for g in summary["generations"]] == [80, 80]
+    assert (out / "run" / "report.md").exists() and (out / "data" / "test.npz").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_student_beats_its_teacher(tmp_path, capsys):
+    """The real demo (about 4 minutes on 2 cores): the first noisy student beats the teacher."""
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    gens = json.loads((tmp_path / "demo" / "run" / "summary.json").read_text())["generations"]
+    assert gens[1]["test_accuracy"] > gens[0]["test_accuracy"]
