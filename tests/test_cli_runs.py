@@ -112,3 +112,30 @@ def test_bad_inputs_return_1_before_any_work(data, tmp_path, capsys):
                  *common]) == 1
     assert "labels" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_student_on_a_store_and_one_with_a_teacher_in_the_step(data, tmp_path, capsys):
+    # offline: nsjax label, then train --pseudo (every row); online: train --teacher
+    from nsjax.train import export_teacher
+    from tests.pseudo._teacher import tiny_teacher
+
+    teacher = tiny_teacher()
+    export_teacher(tmp_path / "teacher.eqx", teacher.model, teacher.state)
+    store = str(tmp_path / "store")
+    assert main(["label", str(tmp_path / "teacher.eqx"), data["unlabeled"], store,
+                 "--top-k", "3"]) == 0
+    config = tmp_path / "student.json"
+    _student(epochs=0.2).save(config)
+    common = ["--labeled", data["labeled"], "--unlabeled", data["unlabeled"], "--config",
+              str(config)]
+    assert main(["train", *common, "--pseudo", store, "--out", str(tmp_path / "off")]) == 0
+    assert main(["train", *common, "--teacher", str(tmp_path / "teacher.eqx"),
+                 "--out", str(tmp_path / "on")]) == 0
+    assert capsys.readouterr().out.count("Trained 2 steps") == 2
+    for run in ("off", "on"):
+        metrics = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        assert all(json.loads(m)["unlabeled_loss"] > 0 for m in metrics if '"loss"' in m)
+    # a student needs exactly one source of targets
+    with pytest.raises(SystemExit):
+        main(["train", *common, "--out", str(tmp_path / "x")])
+    assert "one of --pseudo (offline) and --teacher (online)" in capsys.readouterr().err
