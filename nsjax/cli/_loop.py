@@ -10,7 +10,13 @@ import os
 import time
 
 from nsjax.cli._common import Command, UsageError, int_in, open_source, open_test, setup_jax
-from nsjax.cli._configs import add_config_arguments, iterate_config, parse_sets, read_json
+from nsjax.cli._configs import (
+    add_config_arguments,
+    iterate_config,
+    parse_sets,
+    read_json,
+    to_fields,
+)
 
 
 def _models(text: str) -> tuple[str, ...]:
@@ -60,7 +66,6 @@ def _loop_config(args: argparse.Namespace, labeled, default_models: tuple[str, .
                              "them in the file (\"generations\")")
         base = read_json(args.config)
     else:
-        from nsjax.cli._configs import to_fields
         from nsjax.loop import IterateConfig
 
         defaults = iterate_defaults(facts, args.models or default_models)
@@ -90,7 +95,9 @@ def _iterate(args: argparse.Namespace) -> int:
     labeled = open_source(args.labeled, labeled=True)
     unlabeled = open_source(args.unlabeled, labeled=False)
     test = open_test(args.test, labeled)
-    config, facts = _loop_config(args, labeled, default_models=("b0", "b0", "b1"))
+    from nsjax.loop._auto import DEFAULT_MODELS
+
+    config, facts = _loop_config(args, labeled, default_models=DEFAULT_MODELS)
     return run_loop(config, facts, labeled, unlabeled, test, args.out)
 
 
@@ -113,7 +120,6 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     setup_jax()
-    from nsjax.cli._configs import to_fields
     from nsjax.loop._auto import data_facts
     from nsjax.loop._demo import DEMO_MODELS, demo_config, digits_splits
 
