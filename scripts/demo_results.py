@@ -28,7 +28,8 @@ from nsjax.data import NpzSource  # noqa: E402
 from nsjax.loop import IterateConfig, iterate  # noqa: E402
 from nsjax.loop._demo import DEMO_STUDENT_EPOCHS, demo_config, digits_splits  # noqa: E402
 
-# name -> (what it tests, generation-1 overrides); None: the main three-generation run
+# name -> (what it tests, generation-1 overrides, or a named change); None: the main run (the
+# main run's soft labels keep all 10 classes: top_k=10 is the full vector for the digits)
 ABLATIONS = {
     "main": ("teacher -> noisy student -> noisy student (the demo)", None),
     "labeled_only": ("the student trained as long under the same noise on the labeled data "
@@ -42,6 +43,9 @@ ABLATIONS = {
     "hard": ("hard pseudo-labels instead of soft", dict(hard_targets=True)),
     "no_balance": ("no balancing or threshold: every pseudo-label once", "no_balance"),
     "larger": ("a larger student (width 0.5 instead of 0.25)", dict(width=0.5)),
+    "top_k_1": ("soft labels kept as the top 1 class (the rest of the mass spread evenly)",
+                "top_k=1"),
+    "top_k_3": ("soft labels kept as the top 3 classes", "top_k=3"),
 }
 
 
@@ -60,10 +64,13 @@ def run(name: str, seed: int, out: str) -> dict:
         config = IterateConfig(student=base.student, generations=(
             {**base.generations[0], "epochs": DEMO_STUDENT_EPOCHS},))
     else:
-        gen1 = ({**base.generations[1], **what} if isinstance(what, dict)
-                else dict(base.generations[1]))  # fmt: skip
-        config = IterateConfig(student=base.student, generations=(base.generations[0], gen1),
-                               balance_mode="none" if what == "no_balance" else "topk")
+        changes = what if isinstance(what, dict) else {}
+        loop = dict(balance_mode="none") if what == "no_balance" else (
+            dict(top_k=int(what.removeprefix("top_k="))) if isinstance(what, str) else {})
+        config = IterateConfig(student=base.student,
+                               generations=(base.generations[0],
+                                            {**base.generations[1], **changes}),
+                               **loop)  # fmt: skip
         teacher = os.path.join(out, "main", f"seed{seed}", "gen0")
         if not os.path.exists(os.path.join(run_dir, "gen0")):
             shutil.copytree(teacher, os.path.join(run_dir, "gen0"))

@@ -9,7 +9,7 @@ the run's plan line and saved with the run, so any of them can be overridden.
   instead of upscaling to the variant's 224 px. Grey images become 3 channels when decoded and
   smaller ones are upscaled to the model's side by the crops.
 - **On a CPU** (no accelerator): a scaled-down EfficientNet (each variant's width and depth
-  times `CPU_SCALE`, 0.25: B0 at width 0.25, depth 0.25 has 7 MBConv blocks and 0.14M
+  times `CPU_SCALE`, 0.25: B0 at width 0.25, depth 0.25 has 7 MBConv blocks and 0.13M
   parameters) in float32, the labeled batch `CPU_LABELED_BATCH` and epochs capped so that each
   generation sees about `CPU_IMAGES` training images (`CPU_TEACHER_IMAGES` for the supervised
   teacher), scaled by `(32 / resolution)^2`: two student generations over 10,000 images of
