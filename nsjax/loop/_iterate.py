@@ -131,7 +131,9 @@ def _start(out_dir: str, config: IterateConfig) -> None:
             saved = IterateConfig.from_json(fh.read())
         if saved != config:
             raise ValueError(f"out_dir {out_dir} holds a run with another IterateConfig; rerun "
-                             f"with the same one to resume, or use a new out_dir")
+                             f"with the same one to resume, or use a new out_dir (copy the "
+                             f"finished genN folders the change leaves alone into it, e.g. "
+                             f"gen0, and they are reused)")
     elif jax.process_index() == 0:
         atomic_write_text(path, config.to_json() + "\n")
 
