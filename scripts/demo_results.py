@@ -4,10 +4,11 @@ seeds, and ablations of its first student, each on the demo's data split of that
     python scripts/demo_results.py --out results-runs --seeds 0 1 2 [--only main hard ...]
 
 Every run is an `nsjax.loop.iterate` folder `OUT/<name>/seed<S>`, resumable (rerun the same
-command after a kill). An ablation changes generation 1 of the demo config (or, for
-"labeled_only", trains generation 0's teacher as long as a student under the same noise); it
-starts from a copy of the same seed's finished generation-0 teacher, so that every ablation
-student learns from the very teacher the main run's did. Writes `OUT/results.json` (every
+command after a kill). An ablation changes generation 1 of the demo config and starts from a
+copy of the same seed's finished generation-0 teacher, so that every ablation student learns
+from the very teacher the main run's did. The teacher itself is the control "the same model
+trained as long under the same noise on the labeled data alone": the demo trains it as many
+steps as each student. Writes `OUT/results.json` (every
 run's per-generation accuracies and times) and prints the Markdown tables of docs/results.md.
 """
 
@@ -26,14 +27,12 @@ setup_jax()  # as `nsjax demo`: XLA's classic CPU codegen, the compilation cache
 
 from nsjax.data import NpzSource  # noqa: E402
 from nsjax.loop import IterateConfig, iterate  # noqa: E402
-from nsjax.loop._demo import DEMO_STUDENT_EPOCHS, demo_config, digits_splits  # noqa: E402
+from nsjax.loop._demo import demo_config, digits_splits  # noqa: E402
 
 # name -> (what it tests, generation-1 overrides, or a named change); None: the main run (the
 # main run's soft labels keep all 10 classes: top_k=10 is the full vector for the digits)
 ABLATIONS = {
     "main": ("teacher -> noisy student -> noisy student (the demo)", None),
-    "labeled_only": ("the student trained as long under the same noise on the labeled data "
-                     "alone", "labeled_only"),
     "no_noise": ("no noise: no RandAugment, dropout or stochastic depth",
                  dict(randaugment_magnitude=None, dropout_rate=0.0, drop_path_rate=0.0)),
     "no_randaugment": ("no RandAugment (dropout and stochastic depth kept)",
@@ -60,9 +59,6 @@ def run(name: str, seed: int, out: str) -> dict:
     what = ABLATIONS[name][1]
     if what is None:
         config = base
-    elif what == "labeled_only":  # a supervised run as long as the student (its steps)
-        config = IterateConfig(student=base.student, generations=(
-            {**base.generations[0], "epochs": DEMO_STUDENT_EPOCHS},))
     else:
         changes = what if isinstance(what, dict) else {}
         loop = dict(balance_mode="none") if what == "no_balance" else (

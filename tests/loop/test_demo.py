@@ -47,7 +47,7 @@ def test_the_demo_config(tmp_path):
     labeled = NpzSource(digits_splits(tmp_path, seed=0)["labeled"])
     config = demo_config(labeled, seed=5)
     gens = [config.generation_config(g) for g in range(3)]
-    assert [g.epochs for g in gens] == [50.0, 75.0, 75.0]
+    assert [g.epochs for g in gens] == [75.0, 75.0, 75.0]
     assert [g.unlabeled_ratio for g in gens] == [0.0, 1.0, 1.0]  # B0 students: 1 (official)
     assert all(g.labeled_batch == 32 and g.seed == 5 and g.small_image and g.image_size == 32
                and (g.width, g.depth) == (0.25, 0.25) for g in gens)
