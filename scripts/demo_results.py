@@ -42,6 +42,8 @@ ABLATIONS = {
     "hard": ("hard pseudo-labels instead of soft", dict(hard_targets=True)),
     "no_balance": ("no balancing or threshold: every pseudo-label once", "no_balance"),
     "larger": ("a larger student (width 0.5 instead of 0.25)", dict(width=0.5)),
+    "larger_hard": ("a larger student (width 0.5) on hard pseudo-labels",
+                    dict(width=0.5, hard_targets=True)),
     "ratio_3": ("3 pseudo-labeled images per labeled one in a step instead of 1",
                 dict(unlabeled_ratio=3.0)),
     "top_k_1": ("soft labels kept as the top 1 class (the rest of the mass spread evenly)",
