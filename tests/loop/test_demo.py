@@ -1,5 +1,6 @@
 """`nsjax demo`'s pieces: the digits shipped in the package, their seeded split, the demo's
-config, and the command end to end with a tiny model."""
+config, and the command end to end with a tiny model (the real demo's method validity, minutes
+long, is the slow test at the end)."""
 
 import json
 
@@ -8,7 +9,7 @@ import pytest
 
 from nsjax.cli import main
 from nsjax.data import NpzSource
-from nsjax.loop import IterateConfig
+from nsjax.loop import IterateConfig, iterate
 from nsjax.loop._demo import DIGITS, demo_config, digits_splits
 from nsjax.models import B0_BLOCKS
 from tests.train._runs import tiny_config
@@ -46,10 +47,11 @@ def test_the_demo_config(tmp_path):
     labeled = NpzSource(digits_splits(tmp_path, seed=0)["labeled"])
     config = demo_config(labeled, seed=5)
     gens = [config.generation_config(g) for g in range(3)]
-    assert [g.epochs for g in gens] == [75.0, 75.0, 75.0]
+    assert [g.epochs for g in gens] == [50.0, 50.0, 50.0]
     assert [g.unlabeled_ratio for g in gens] == [0.0, 1.0, 1.0]  # B0 students: 1 (official)
+    assert [(g.width, g.depth) for g in gens] == [(0.25, 0.25), (0.5, 0.25), (0.5, 0.25)]
     assert all(g.labeled_batch == 32 and g.seed == 5 and g.small_image and g.image_size == 32
-               and (g.width, g.depth) == (0.25, 0.25) for g in gens)
+               for g in gens)
     assert gens[0].randaugment_magnitude == 5.0  # the official 32-px noise
 
 
@@ -68,3 +70,21 @@ def test_the_demo_command_with_a_tiny_model(tmp_path, capsys):
     assert [g["labeled"] for g in summary["generations"]] == [80, 80]
     assert (out / "run" / "report.md").exists() and (out / "data" / "test.npz").exists()
 
+
+
+@pytest.mark.slow
+def test_the_demo_student_beats_its_teacher_on_three_seeds(tmp_path):
+    """The demo's teacher and first noisy student on seeds 0, 1, 2 (about 8 minutes on 2
+    cores): the student wins on every seed, by at least 1.5 points on average (measured in
+    docs/results.md: +5.0 on average, at least +1.25)."""
+    gains = []
+    for seed in range(3):
+        paths = digits_splits(tmp_path / f"data{seed}", seed=seed)
+        labeled = NpzSource(paths["labeled"])
+        full = demo_config(labeled, seed=seed)
+        config = IterateConfig(student=full.student, generations=full.generations[:2])
+        summary = iterate(config, labeled, NpzSource(paths["unlabeled"], labeled=False),
+                          NpzSource(paths["test"]), out_dir=tmp_path / f"run{seed}")
+        teacher, student = (g["test_accuracy"] for g in summary["generations"])
+        gains.append(student - teacher)
+    assert min(gains) > 0 and sum(gains) / 3 >= 0.015, gains
