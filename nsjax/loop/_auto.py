@@ -13,7 +13,7 @@ the run's plan line and saved with the run, so any of them can be overridden.
   parameters) in float32, the labeled batch `CPU_LABELED_BATCH` and epochs capped so that each
   generation sees about `CPU_IMAGES` training images (`CPU_TEACHER_IMAGES` for the supervised
   teacher), scaled by `(32 / resolution)^2`: two student generations over 10,000 images of
-  <= 32 px then take about 15 minutes on 2 cores (measured in `docs/results.md`). AdamW
+  <= 32 px then take about 19 minutes on 2 cores (measured in `docs/results.md`). AdamW
   replaces the TF RMSProp of the recipe, whose learning rate (0.016 per 256 images) is made
   for 350 epochs and barely moves a model in a few hundred steps.
 - **On accelerators**: the recipe (`TrainConfig`'s defaults: 350 epochs, RMSProp), with the
