@@ -25,6 +25,7 @@ from nsjax.cli._common import setup_jax
 
 setup_jax()  # as `nsjax demo`: XLA's classic CPU codegen, the compilation cache
 
+from nsjax._io import atomic_write_text  # noqa: E402
 from nsjax.data import NpzSource  # noqa: E402
 from nsjax.loop import IterateConfig, iterate  # noqa: E402
 from nsjax.loop._demo import demo_config, digits_splits  # noqa: E402
@@ -56,8 +57,8 @@ def ablation_config(name: str, base: IterateConfig) -> IterateConfig:
     what = ABLATIONS[name][1]
     if what is None:
         return base
-    student = base.generation_config(1)
     if what == "labeled_only":  # generation 0 only, with the student's model, noise and epochs
+        student = base.generation_config(1)
         changes = {f: getattr(student, f) for f in ("width", "depth", "epochs", "dropout_rate",
                                                     "drop_path_rate", "randaugment_magnitude")}
         return IterateConfig(student=base.student,
@@ -151,10 +152,7 @@ def main() -> None:
             accs = ", ".join(f"{100 * g['test_accuracy']:.2f}" for g in summary["generations"])
             print(f"{name} seed {seed}: {accs} ({time.perf_counter() - start:.0f} s)", flush=True)
     results = collect(args.out)
-    path = os.path.join(args.out, "results.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(results, f, indent=1)
-    os.replace(path + ".tmp", path)
+    atomic_write_text(os.path.join(args.out, "results.json"), json.dumps(results, indent=1))
     print(tables(results))
 
 
