@@ -57,6 +57,39 @@ def test_train_then_evaluate(data, tmp_path, capsys):
         40, 1, None)
     assert main(["evaluate", os.path.join(tuned, "teacher.eqx"), data["test"]]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["resolution"] == 40
+    # robustness of both teacher files, each at its own resolution, on the same corruptions
+    report = tmp_path / "robust"
+    assert main(["evaluate", "--robustness", os.path.join(out, "teacher.eqx"),
+                 os.path.join(tuned, "teacher.eqx"), "--data", data["test"],
+                 "--corruptions", "contrast,jpeg_compression", "--severities", "1,5",
+                 "--epsilons", "2", "--pgd-steps", "2", "--max-images", "20",
+                 "--out", str(report)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((report / "robustness.json").read_text())
+    assert list(results) == ["teacher", "fixres"]
+    assert [results[k]["resolution"] for k in results] == [32, 40]
+    assert results["teacher"]["count"] == 20
+    assert results["teacher"]["corruptions"].keys() == {"contrast", "jpeg_compression"}
+    assert results["fixres"]["pgd"] == {"epsilons": [2.0], "steps": 2,
+                                        "accuracy": results["fixres"]["pgd"]["accuracy"]}
+    assert "| condition | teacher | fixres |" in printed
+    assert (report / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["t.eqx"], "a teacher file and the test images (or --data PATH), got 1 paths"),
+    (["t.eqx", "u.eqx", "--data", "d.npz"], "several teacher files need --robustness"),
+    (["--robustness", "t.eqx", "--data", "d.npz", "--corruptions", "fog,fogg"],
+     "--corruptions: unknown ['fogg']; valid: gaussian_noise, "),
+    (["--robustness", "t.eqx", "--data", "d.npz", "--severities", "0,1"],
+     "--severities must be integers in 1..5"),
+    (["--robustness", "t.eqx", "--data", "d.npz", "--epsilons", "2,-1"],
+     "--epsilons must be >= 0"),
+])
+def test_evaluate_refuses_bad_flags_with_status_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit:
+        main(["evaluate", *argv])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_iterate_from_a_config_file_with_overrides(data, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """`nsjax train` (one training run: a supervised teacher, or a student on pseudo-labels or
-with an online teacher) and `nsjax evaluate` (a teacher file's accuracy on a labeled set)."""
+with an online teacher) and `nsjax evaluate` (a teacher file's accuracy on a labeled set, or
+with `--robustness` teachers' accuracy under corruptions and attacks)."""
 
 from __future__ import annotations
 
@@ -167,27 +168,102 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("teacher", help="a teacher file (teacher.eqx of a run)")
-    parser.add_argument("test", help=_source_help("labeled images"))
+    parser.add_argument("files", nargs="+", metavar="TEACHER [TEST]",
+                        help="a teacher file (teacher.eqx of a run), then the labeled test "
+                        "images unless --data names them; with --robustness, one or more "
+                        "teacher files")
+    parser.add_argument("--data", metavar="PATH", help=_source_help("the labeled test images"))
     parser.add_argument("--resolution", type=int_in(32), metavar="R",
                         help="the image side it is evaluated at (centre crop, then resize); "
                         "default: the model's test resolution")
     parser.add_argument("--batch-size", type=int_in(1), default=256, metavar="B",
                         help="images per call (default 256)")
+    robust = parser.add_argument_group(
+        "robustness", "accuracy under the 19 ImageNet-C corruptions at severities 1-5 and "
+        "under FGSM / PGD (nsjax.robustness), as a table, robustness.json and robustness.png")
+    robust.add_argument("--robustness", action="store_true",
+                        help="evaluate robustness instead of clean top-1 / top-5")
+    robust.add_argument("--out", default="robustness", metavar="DIR",
+                        help="where the table, JSON and plot go (default ./robustness)")
+    robust.add_argument("--corruptions", metavar="NAMES",
+                        help="comma-separated corruption names (default: all 19), or 'none'")
+    robust.add_argument("--severities", default="1,2,3,4,5", metavar="S",
+                        help="comma-separated severities in 1..5 (default all)")
+    robust.add_argument("--epsilons", default="1,2,4,8,16", metavar="EPS",
+                        help="comma-separated FGSM and PGD strengths in 0-255 pixel units "
+                        "(default 1,2,4,8,16), or 'none'")
+    robust.add_argument("--pgd-steps", type=int_in(1), default=10, metavar="N",
+                        help="PGD iterations (default 10, the paper's)")
+    robust.add_argument("--max-images", type=int_in(1), metavar="N",
+                        help="score only the first N test images (default all)")
+    robust.add_argument("--seed", type=int, default=0, help="the corruptions' seed (default 0)")
+
+
+def _listed(text: str, convert, flag: str) -> list:
+    """A comma-separated flag value as a list ('none': empty)."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        return [convert(v) for v in text.split(",") if v.strip()]
+    except ValueError as e:
+        raise UsageError(f"{flag}: {e}") from e
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.data is None and len(args.files) != 2:
+        raise UsageError(f"evaluate takes a teacher file and the test images (or --data PATH), "
+                         f"got {len(args.files)} paths")
+    if args.data is not None and len(args.files) > 1 and not args.robustness:
+        raise UsageError("several teacher files need --robustness")
+    teachers, data = ((args.files, args.data) if args.data is not None
+                      else (args.files[:1], args.files[1]))
     setup_jax()
+    if args.robustness:
+        return _evaluate_robustness(args, teachers, data)
     from nsjax.loop._evaluate import evaluate_teacher
 
-    test = open_source(args.test, labeled=True)
+    test = open_source(data, labeled=True)
     start = time.perf_counter()
-    scores = evaluate_teacher(args.teacher, test, resolution=args.resolution,
+    scores = evaluate_teacher(teachers[0], test, resolution=args.resolution,
                               batch_size=args.batch_size)
     print(json.dumps(scores))
-    print(f"{args.teacher} on {args.test}: top-1 {scores['top1']:.2%}, top-5 "
+    print(f"{teachers[0]} on {data}: top-1 {scores['top1']:.2%}, top-5 "
           f"{scores['top5']:.2%} over {scores['count']} images at {scores['resolution']} px "
           f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _evaluate_robustness(args: argparse.Namespace, teachers: list[str], data: str) -> int:
+    import jax
+
+    from nsjax.loop._robustness import evaluate_robustness, run_labels, write_robustness_report
+    from nsjax.robustness import CORRUPTIONS
+
+    corruptions = (list(CORRUPTIONS) if args.corruptions is None
+                   else _listed(args.corruptions, str.strip, "--corruptions"))
+    unknown = [c for c in corruptions if c not in CORRUPTIONS]
+    if unknown:
+        raise UsageError(f"--corruptions: unknown {unknown}; valid: {', '.join(CORRUPTIONS)}")
+    severities = _listed(args.severities, int, "--severities")
+    if not severities or any(s not in range(1, 6) for s in severities):
+        raise UsageError(f"--severities must be integers in 1..5, got {args.severities!r}")
+    epsilons = _listed(args.epsilons, float, "--epsilons")
+    if any(e < 0 for e in epsilons):
+        raise UsageError(f"--epsilons must be >= 0, got {args.epsilons!r}")
+    test = open_source(data, labeled=True)
+    results = {}
+    for label, teacher in zip(run_labels(teachers), teachers):
+        start = time.perf_counter()
+        results[label] = evaluate_robustness(
+            teacher, test, jax.random.key(args.seed), resolution=args.resolution,
+            batch_size=args.batch_size, max_images=args.max_images, corruptions=corruptions,
+            severities=severities, fgsm_epsilons=epsilons, pgd_epsilons=epsilons,
+            pgd_steps=args.pgd_steps)
+        print(f"{teacher}: clean top-1 {results[label]['clean']:.2%} over "
+              f"{results[label]['count']} images ({time.perf_counter() - start:.0f} s)")
+    print(write_robustness_report(args.out, results))
+    print(f"Wrote {os.path.join(args.out, 'robustness.md')}, robustness.json and "
+          f"robustness.png")
     return 0
 
 
@@ -198,6 +274,7 @@ TRAIN_COMMANDS: tuple[Command, ...] = (
     Command("finetune", "the FixRes stage: fine-tune a trained model at its test resolution "
             "on unaugmented labeled images, shallow blocks frozen (resumable)",
             _finetune_arguments, _finetune),
-    Command("evaluate", "a teacher file's top-1 / top-5 accuracy on labeled images",
+    Command("evaluate", "a teacher file's top-1 / top-5 accuracy on labeled images, or with "
+            "--robustness teachers' accuracy under corruptions and FGSM / PGD",
             _evaluate_arguments, _evaluate),
 )
