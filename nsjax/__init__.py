@@ -11,6 +11,8 @@ Subpackages, each importable on its own (see docs/api.md):
 - `nsjax.fixres`: train/test resolution resize, evaluation and Inception crops, FixRes masks.
 - `nsjax.models`: TF-faithful Equinox EfficientNet B0-B7, L0-L2 and the 32-px variant, with
   timm weight import.
+- `nsjax.robustness`: the 19 ImageNet-C corruptions, mCE, ImageNet-A logits, ImageNet-P flip
+  rates, FGSM and PGD, and a classifier's accuracy under all of them.
 """
 
 __version__ = "0.1.0"
