@@ -14,7 +14,7 @@ import numpy as np
 
 from nsjax import _checks
 from nsjax.data import EvalCrop, Source, eval_pipeline
-from nsjax.train import TrainConfig, load_teacher, predict_step, teacher_metadata
+from nsjax.train import Teacher, TrainConfig, load_teacher, predict_step, teacher_metadata
 
 
 def trained_config(teacher_file: str | os.PathLike) -> TrainConfig:
@@ -28,6 +28,23 @@ def eval_crop_fraction(config: TrainConfig) -> float:
     at 224 px), or 1.0 for the 32-px variant (the official SVHN evaluation reads the whole
     image)."""
     return 1.0 if config.small_image else 0.875
+
+
+def teacher_for_test(teacher_file: str | os.PathLike, test: Source, resolution: int | None
+                     ) -> tuple[Teacher, TrainConfig, EvalCrop]:  # fmt: skip
+    """The teacher in `teacher_file`, the `TrainConfig` it was trained with and its evaluation
+    crop at `resolution` (default its test resolution), once `test` is checked to be a labeled
+    source with no more classes than the teacher's (before any weight is used)."""
+    if not isinstance(test, Source) or not test.labeled:
+        raise ValueError(f"test must be a labeled nsjax.data source, got {test!r}")
+    teacher = load_teacher(teacher_file)
+    if test.num_classes is not None and test.num_classes > teacher.num_classes:
+        raise ValueError(f"test has {test.num_classes} classes, more than the teacher's "
+                         f"{teacher.num_classes} ({teacher_file})")
+    side = teacher.resolution if resolution is None else _checks.check_positive_int(
+        "resolution", resolution, minimum=32)
+    config = trained_config(teacher_file)
+    return teacher, config, EvalCrop(side, crop_fraction=eval_crop_fraction(config))
 
 
 @eqx.filter_jit
@@ -55,17 +72,8 @@ def evaluate_teacher(teacher_file: str | os.PathLike, test: Source, *,
 
     **Returns:** `{"top1", "top5"}` (fractions), `"count"` (images scored) and `"resolution"`.
     """
-    if not isinstance(test, Source) or not test.labeled:
-        raise ValueError(f"test must be a labeled nsjax.data source, got {test!r}")
-    teacher = load_teacher(teacher_file)
-    if test.num_classes is not None and test.num_classes > teacher.num_classes:
-        raise ValueError(f"test has {test.num_classes} classes, more than the teacher's "
-                         f"{teacher.num_classes} ({teacher_file})")
-    side = teacher.resolution if resolution is None else _checks.check_positive_int(
-        "resolution", resolution, minimum=32)
-    config = trained_config(teacher_file)
+    teacher, config, crop = teacher_for_test(teacher_file, test, resolution)
     totals = np.zeros(3, np.int64)
-    crop = EvalCrop(side, crop_fraction=eval_crop_fraction(config))
     with eval_pipeline(test, batch_size, crop, threads=threads) as batches:
         for batch in batches:
             hits = _counts(teacher, config, batch["images"], batch["labels"], batch["mask"])
@@ -73,4 +81,4 @@ def evaluate_teacher(teacher_file: str | os.PathLike, test: Source, *,
     if totals[2] == 0:
         raise ValueError(f"test: no image of {len(test)} could be read")
     return dict(top1=totals[0] / totals[2], top5=totals[1] / totals[2], count=int(totals[2]),
-                resolution=side)
+                resolution=crop.size[0])

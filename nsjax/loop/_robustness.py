@@ -21,10 +21,10 @@ import numpy as np
 
 from nsjax import _checks
 from nsjax._io import atomic_write, atomic_write_text
-from nsjax.data import EvalCrop, Source, eval_pipeline
-from nsjax.loop._evaluate import eval_crop_fraction, trained_config
+from nsjax.data import Source, eval_pipeline
+from nsjax.loop._evaluate import teacher_for_test
 from nsjax.robustness import robustness_accuracy, robustness_plot, robustness_table
-from nsjax.train import Teacher, load_teacher
+from nsjax.train import Teacher
 from nsjax.train._step import normalize
 
 
@@ -69,23 +69,14 @@ def evaluate_robustness(teacher_file: str | os.PathLike, test: Source, key: jax.
 
     **Returns:** `robustness_accuracy`'s dict, plus `resolution`.
     """
-    if not isinstance(test, Source) or not test.labeled:
-        raise ValueError(f"test must be a labeled nsjax.data source, got {test!r}")
     if max_images is not None:
         max_images = _checks.check_positive_int("max_images", max_images)
-    teacher = load_teacher(teacher_file)
-    if test.num_classes is not None and test.num_classes > teacher.num_classes:
-        raise ValueError(f"test has {test.num_classes} classes, more than the teacher's "
-                         f"{teacher.num_classes} ({teacher_file})")
-    side = teacher.resolution if resolution is None else _checks.check_positive_int(
-        "resolution", resolution, minimum=32)
-    config = trained_config(teacher_file)
+    teacher, config, crop = teacher_for_test(teacher_file, test, resolution)
     logits_fn = eqx.Partial(_teacher_logits, teacher, tuple(config.mean), tuple(config.std),
                             str(config.compute_dtype))
-    crop = EvalCrop(side, crop_fraction=eval_crop_fraction(config))
     with eval_pipeline(test, batch_size, crop, threads=threads) as batches:
         result = robustness_accuracy(logits_fn, _first(batches, max_images), key, **options)
-    return {**result, "resolution": side}
+    return {**result, "resolution": crop.size[0]}
 
 
 def run_labels(paths: Sequence[str]) -> list[str]:

@@ -3,12 +3,15 @@
 Each corruption is a per-image function in a private module (`_noise`, `_blur`, `_snow`,
 `_weather`, `_elastic`, `_digital`); those that have a JAX form run on the device, vmapped over
 the batch; the others (`HOST_CORRUPTIONS`) run on the host in NumPy / OpenCV / Pillow through
-`jax.pure_callback`, so `corrupt` works the same under `jax.jit` for every name.
+`jax.pure_callback` (one thread per core over the images), so `corrupt` works the same under
+`jax.jit` for every name.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -83,8 +86,13 @@ def _batched(name: str, severity: int):
     def host(key_data: np.ndarray, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images)
         out = np.empty_like(images)
-        for i in range(images.shape[0]):
+
+        def one(i: int) -> None:
             out[i] = per_image_on_host(host_rng(key_data[i]), images[i], severity)
+
+        # Pillow's codecs and OpenCV release the GIL: one thread per core
+        with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(one, range(images.shape[0])))
         return out
 
     def on_host(key, images):

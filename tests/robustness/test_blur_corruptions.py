@@ -25,22 +25,16 @@ import pytest
 from scipy.stats import kstest
 
 from nsjax.robustness import _blur
+from tests.robustness._severities import SEVERITIES, all_severities
 
-SEVERITIES = (1, 2, 3, 4, 5)
 OFF_BY_ONE = 0.01  # largest fraction of values allowed to differ from the reference by 1
 MOTION_ANGLES = (0.0, 17.3, -41.1, 44.9)  # degrees; none puts a shift on a rounding tie
 DRAWS = 32
 
 
-def _programs(fn, in_axes=0):
-    """`(*args) -> [5, B, ...]`: `vmap(partial(fn, severity=s), in_axes)` for s = 1..5, jitted."""
-    return jax.jit(lambda *args: jnp.stack(
-        [jax.vmap(functools.partial(fn, severity=s), in_axes)(*args) for s in SEVERITIES]))
-
-
-_DETERMINISTIC = {name: _programs(_blur.ON_DEVICE[name])
+_DETERMINISTIC = {name: all_severities(_blur.ON_DEVICE[name])
                   for name in ("gaussian_blur", "defocus_blur", "zoom_blur")}
-_RANDOM = {name: _programs(_blur.ON_DEVICE[name]) for name in ("motion_blur", "glass_blur")}
+_RANDOM = {name: all_severities(_blur.ON_DEVICE[name]) for name in ("motion_blur", "glass_blur")}
 
 
 def _assert_matches(got: np.ndarray, ref: np.ndarray, what: str) -> None:
@@ -96,7 +90,7 @@ def test_motion_blur_matches_the_reference_at_fixed_angles(imagecorruptions, pho
         blur = functools.partial(_blur._motion_blur_uint8, radius=radius, sigma=sigma)
         return jax.vmap(blur, (None, 0))(image, angles)
 
-    out = np.asarray(_programs(per_image)(images))  # [5, 3, angles, 40, 32, 3]
+    out = np.asarray(all_severities(per_image)(images))  # [5, 3, angles, 40, 32, 3]
     motion_blur = imagecorruptions.corruptions._motion_blur
     for s in SEVERITIES:
         radius, sigma = _blur.MOTION_BLUR_RADIUS_SIGMA[s - 1]

@@ -19,18 +19,15 @@ import pytest
 from PIL import Image
 
 from nsjax.robustness import _digital
+from tests.robustness._severities import SEVERITIES, all_severities
 
-SEVERITIES = (1, 2, 3, 4, 5)
 DEVICE_NAMES = tuple(_digital.ON_DEVICE)
 
 
 @functools.lru_cache(maxsize=None)
 def _all_severities(name: str):
-    """`(keys [B], images uint8 [B, H, W, 3]) -> uint8 [5, B, H, W, 3]`: the dispatcher's
-    `vmap(partial(fn, severity=s))` for s = 1..5 in one compiled program."""
-    fn = _digital.ON_DEVICE[name]
-    return jax.jit(lambda keys, images: jax.numpy.stack(
-        [jax.vmap(functools.partial(fn, severity=s))(keys, images) for s in SEVERITIES]))
+    """The compiled all-severity program of corruption `name`."""
+    return all_severities(_digital.ON_DEVICE[name])
 
 
 def _run(name: str, images: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -21,20 +21,17 @@ import pytest
 from scipy.stats import poisson
 
 from nsjax.robustness import _noise
+from tests.robustness._severities import SEVERITIES, all_severities
 
 NAMES = tuple(_noise.ON_DEVICE)
-SEVERITIES = (1, 2, 3, 4, 5)
 DRAWS = 16  # images per kind in a batch: 16 x 48 x 80 x 3 = 184320 elements
 SHAPE = (2 * DRAWS, 48, 80, 3)  # every batch: non-square images
 
 
 @functools.lru_cache(maxsize=None)
 def _all_severities(name: str):
-    """`(keys [B], images uint8 [B, H, W, 3]) -> uint8 [5, B, H, W, 3]`: the dispatcher's
-    `vmap(partial(fn, severity=s))` for s = 1..5 in one compiled program."""
-    fn = _noise.ON_DEVICE[name]
-    return jax.jit(lambda keys, images: jax.numpy.stack(
-        [jax.vmap(functools.partial(fn, severity=s))(keys, images) for s in SEVERITIES]))
+    """The compiled all-severity program of corruption `name`."""
+    return all_severities(_noise.ON_DEVICE[name])
 
 
 def _run(name: str, images: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -20,18 +20,12 @@ import numpy as np
 import pytest
 
 from nsjax.robustness import _snow
+from tests.robustness._severities import SEVERITIES, all_severities
 from nsjax.robustness._common import clipped_zoom_matrix, zoom_matrix
 
-SEVERITIES = (1, 2, 3, 4, 5)
 PARAMS = _snow.SNOW_LOC_SCALE_ZOOM_THRESHOLD_RADIUS_SIGMA_BLEND
 OFF_BY_ONE = 0.01
 DRAWS = 32
-
-
-def _programs(fn):
-    """`(*args) -> [5, B, ...]`: `vmap(partial(fn, severity=s))` for s = 1..5, jitted."""
-    return jax.jit(lambda *args: jnp.stack(
-        [jax.vmap(functools.partial(fn, severity=s))(*args) for s in SEVERITIES]))
 
 
 @pytest.mark.parametrize("size", [32, 33, 48, 57, 224])
@@ -90,7 +84,7 @@ def test_snow_draws_match_the_reference(imagecorruptions):
     2 and 3 (128 and 129), which the standard deviation separates (28 and 34)."""
     grey = np.full((DRAWS, 64, 64, 3), 60, np.uint8)
     keys = jax.random.split(jax.random.key(0), DRAWS)
-    program = _programs(_snow.snow)
+    program = all_severities(_snow.snow)
     out = np.asarray(program(keys, grey))
     assert out.dtype == np.uint8 and out.shape == (len(SEVERITIES), *grey.shape)
     np.testing.assert_array_equal(out, np.asarray(program(keys, grey)))
