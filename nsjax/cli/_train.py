@@ -168,7 +168,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", metavar="TEACHER [TEST]",
+    parser.add_argument("files", nargs="+", metavar="PATH",
                         help="a teacher file (teacher.eqx of a run), then the labeled test "
                         "images unless --data names them; with --robustness, one or more "
                         "teacher files")
