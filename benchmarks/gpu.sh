@@ -8,6 +8,9 @@
 # 192 unlabeled, all noise / RandAugment off / online teacher) against timm's compiled step from
 # peers.py (batch 256): `PEER_SECTIONS=train,compile bash benchmarks/gpu.sh --only train_step`.
 # It needs neither grain nor orbax (absent from the GPU image); the line below says so first.
+# The corruption benchmark (`--only corruptions`, nsjax.robustness) needs OpenCV, which the GPU
+# image lacks: carry an opencv-python-headless wheel for Python 3.12 (the device README's
+# `.whl` recipe) and install it before this script; without it that benchmark alone fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -25,6 +28,8 @@ if [ "$check" -ne 0 ]; then
 fi
 python3 -c "import benchmarks.bench_train as b; e = b.engine(); print('nsjax.train step modules import; missing:', e.missing or 'nothing')" \
   || echo "nsjax.train's step modules do not import: train_step will fail (see above)" >&2
+python3 -c "import cv2" 2>/dev/null \
+  || echo "no OpenCV: the corruptions benchmark will fail (carry opencv-python-headless)" >&2
 WHICH="${PEER_SECTIONS:-train,compile,gpu_aug}" python3 benchmarks/peers/peers.py | tee "$out/peers.jsonl"
 PEERS_JSON="$out/peers.jsonl" python3 -m benchmarks --out "$out/gpu.json" "$@" 2>&1 | tee "$out/gpu.log"
 if [ "$check" -ne 0 ]; then
