@@ -52,24 +52,15 @@ def host_rng(key) -> np.random.Generator:
 
 def fold_index(index: np.ndarray, size: int, mode: str) -> np.ndarray:
     """Map integer sample positions (any range) into `[0, size)` by SciPy's ndimage boundary
-    `mode`: "reflect" (d c b a | a b c d | d c b a), "mirror" (d c b | a b c d | c b a, OpenCV's
-    BORDER_REFLECT_101), "nearest" (a a a | a b c d | d d d) or "wrap" (a b c d | a b c d)."""
+    `mode`: "reflect" (d c b a | a b c d | d c b a) or "nearest" (a a a | a b c d | d d d)."""
     index = np.asarray(index, np.int64)
     if mode == "nearest":
         return np.clip(index, 0, size - 1)
-    if mode == "wrap":
-        return np.mod(index, size)
     if mode == "reflect":
         period = 2 * size
         i = np.mod(index, period)
         return np.where(i < size, i, period - 1 - i)
-    if mode == "mirror":
-        if size == 1:
-            return np.zeros_like(index)
-        period = 2 * size - 2
-        i = np.mod(index, period)
-        return np.where(i < size, i, period - i)
-    raise ValueError(f"mode must be one of ('reflect', 'mirror', 'nearest', 'wrap'), got {mode!r}")
+    raise ValueError(f"mode must be 'reflect' or 'nearest', got {mode!r}")
 
 
 def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
