@@ -20,13 +20,12 @@ def _brightness_classifier(x):
 
 def _batches():
     """Two batches of flat images, means 100 / 156 (labels 0 / 1), the last row of the second
-    batch padding (mask False) with a wrong label."""
+    batch padding (mask False): right on clean images, so counting it would show."""
     levels = np.array([100, 156, 100, 156, 100, 156, 100, 156], np.uint8)
     images = np.broadcast_to(levels[:, None, None, None], (8, 32, 32, 3)).copy()
     labels = (levels > 128).astype(np.int32)
     mask = np.ones(8, bool)
-    second = dict(images=images[:4], labels=1 - labels[:4], mask=np.array([1, 1, 1, 0], bool))
-    second["labels"][:3] = labels[:3]
+    second = dict(images=images[:4], labels=labels[:4], mask=np.array([1, 1, 1, 0], bool))
     return [dict(images=images, labels=labels, mask=mask), second]
 
 
@@ -42,6 +41,21 @@ def test_accuracy_is_counted_over_the_mask_for_each_condition():
     assert result["pgd"] == {"epsilons": [40.0], "accuracy": [0.0], "steps": 3}
     assert result["severities"] == [1, 5] and "mce_alexnet" not in result
     json.dumps(result)
+
+
+def test_each_severity_is_scored_on_its_own_corruption():
+    """A classifier of pixel spread (class 1 above a std of 50 grey levels) on flat images:
+    Gaussian noise of σ = 0.08·255 (severity 1) leaves it at class 0, σ = 0.38·255 (severity
+    5) moves it to class 1."""
+    def spread_classifier(x):
+        s = x.std(axis=(1, 2, 3))
+        return jnp.stack([50.0 - s, s - 50.0], axis=-1)
+
+    flat = dict(images=np.full((4, 32, 32, 3), 128, np.uint8), labels=np.zeros(4, np.int32))
+    result = robustness_accuracy(spread_classifier, [flat], jax.random.key(0),
+                                 corruptions=["gaussian_noise"], severities=[1, 5],
+                                 fgsm_epsilons=[], pgd_epsilons=[])
+    assert result["clean"] == 1.0 and result["corruptions"]["gaussian_noise"] == [1.0, 0.0]
 
 
 def test_the_same_key_gives_the_same_corrupted_images():
