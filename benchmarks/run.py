@@ -46,6 +46,7 @@ def machine() -> dict[str, object]:
         "backend": jax.default_backend(),
         "devices": [str(d.device_kind) for d in jax.devices()],
         "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

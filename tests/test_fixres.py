@@ -185,6 +185,99 @@ def test_nearest_picks_the_pixel_under_each_output_centre():
     np.testing.assert_array_equal(out, images[:, rows][:, :, cols])
 
 
+# --------------------------------------------------------------------------- sparse taps
+
+
+def _dense_weights(in_size, out_size, start, length, method):
+    """jax.image's weight matrix `[out, in]`: `scale_and_translate` of the identity's rows."""
+    scale = jnp.asarray(out_size / length, jnp.float32)
+    eye = jnp.eye(in_size, dtype=jnp.float32)
+    kernel = {"bicubic": "cubic", "bilinear": "linear"}[method]
+    return np.asarray(jax.image.scale_and_translate(
+        eye, (out_size, in_size), (0,), scale[None], (-start * scale)[None], kernel,
+        precision=jax.lax.Precision.HIGHEST))  # fmt: skip
+
+
+@settings(deadline=None, max_examples=12)
+@given(
+    in_size=st.integers(1, 40), out_size=st.integers(1, 40), method=st.sampled_from(METHODS[:2]),
+    start_frac=st.floats(0, 1), length_frac=st.floats(0.01, 1), traced=st.booleans(),
+)  # fmt: skip
+def test_taps_are_the_nonzero_part_of_jax_images_weights(
+    in_size, out_size, method, start_frac, length_frac, traced
+):
+    # Every output pixel's taps, scattered back into a matrix, give jax.image's dense weights:
+    # no nonzero weight is missed (the tap count and the first tap), none is added, and the
+    # renormalisation over the image and the zeroing outside it are the same.
+    length = max(1, round(length_frac * in_size))
+    start = min(round(start_frac * in_size), in_size - length)
+    count = fixres._tap_count(method, in_size if traced else length, out_size)
+    if traced:  # a per-image box: float32 scalars, the count for the largest box
+        index, weight = jax.jit(functools.partial(
+            fixres._taps, in_size, out_size, method=method, count=count))(
+            jnp.float32(start), jnp.float32(length))  # fmt: skip
+    else:
+        index, weight = fixres._taps(in_size, out_size, start, length, method=method, count=count)
+    index, weight = np.asarray(index), np.asarray(weight)
+    assert index.shape == weight.shape == (out_size, count)
+    assert index.dtype == np.int32 and weight.dtype == np.float32
+    assert index.min() >= 0 and index.max() < in_size
+    rebuilt = np.zeros((out_size, in_size), np.float64)
+    np.add.at(rebuilt, (np.arange(out_size)[:, None], index), weight)
+    np.testing.assert_allclose(rebuilt, _dense_weights(in_size, out_size, start, length, method),
+                               atol=2e-5)
+
+
+def _per_image_boxes(key, b, h, w):
+    center = fixres._center_box(h, w, 0.875)
+    return fixres._sample_boxes(key, b, h, w, (0.05, 1.0), (0.5, 2.0), center)
+
+
+@settings(deadline=None, max_examples=6)
+@given(
+    h=st.integers(2, 48), w=st.integers(2, 48), oh=st.integers(1, 48), ow=st.integers(1, 48),
+    method=st.sampled_from(METHODS[:2]), box=st.sampled_from(["whole", "center", "per-image"]),
+    dtype=st.sampled_from([np.float32, np.uint8]), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_sparse_resampling_equals_the_dense_contraction(h, w, oh, ow, method, box, dtype, seed):
+    # The CPU/GPU path (taps) against the TPU path (jax.image's dense matrices), the one that
+    # resampled everywhere before: float images to float32 rounding; uint8 images differ only
+    # where the two summation orders round a value at a tie (x.5) apart, by one level.
+    boxes = {"whole": (0, 0, h, w), "center": fixres._center_box(h, w, 0.875),
+             "per-image": _per_image_boxes(jax.random.key(seed), 3, h, w)}[box]  # fmt: skip
+    kwargs = dict(boxes=boxes, size=(oh, ow), method=method)
+    images = jnp.asarray(_noise((3, h, w, 3), seed=seed, dtype=dtype))
+    sparse = np.asarray(jax.jit(functools.partial(fixres._sparse_crop_resize, **kwargs))(images))
+    dense = np.asarray(jax.jit(functools.partial(fixres._dense_crop_resize, **kwargs))(images))
+    assert sparse.dtype == dense.dtype == dtype and sparse.shape == dense.shape == (3, oh, ow, 3)
+    diff = np.abs(sparse.astype(np.float64) - dense)
+    if dtype == np.uint8:
+        assert diff.max() <= 1 and diff.mean() < 0.02, (diff.max(), diff.mean())
+    else:
+        assert diff.max() < 2e-3, diff.max()
+
+
+def test_sparse_resampling_of_a_256_batch_matches_the_dense_one_at_fixres_sizes():
+    # The benchmark's case, 256 -> 224, whole image and per-image boxes, plus 224 -> 288.
+    images = jnp.asarray(_noise((4, 256, 256, 3), seed=3))
+    for boxes, size in [((0, 0, 256, 256), (224, 224)), ((16, 16, 224, 224), (288, 288)),
+                        (_per_image_boxes(KEY, 4, 256, 256), (224, 224))]:  # fmt: skip
+        kwargs = dict(boxes=boxes, size=size, method="bicubic")
+        sparse = jax.jit(functools.partial(fixres._sparse_crop_resize, **kwargs))(images)
+        dense = jax.jit(functools.partial(fixres._dense_crop_resize, **kwargs))(images)
+        diff = np.abs(np.asarray(sparse).astype(int) - np.asarray(dense))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
+
+
+def test_materialized_is_f_of_x_under_jit_and_eagerly():
+    f = lambda x: (x * 2, x.sum())  # noqa: E731  (a tuple result, as for the taps)
+    for x in (jnp.arange(6.0).reshape(2, 3), jnp.zeros((0, 3))):
+        for g in (functools.partial(fixres._materialized, f), jax.jit(
+                lambda x: fixres._materialized(f, x))):  # fmt: skip
+            got = g(x)
+            chex.assert_trees_all_equal(got, f(x))
+
+
 # --------------------------------------------------------------------------- crops
 
 
