@@ -161,7 +161,9 @@ class Conv2d(eqx.Module):
             )  # fmt: skip
 
         if self.groups > 1 and self.groups == x.shape[-1] == w.shape[-1]:
-            shifted = functools.partial(_depthwise_shifted, stride=self.stride)
+            def shifted(x, w):
+                return _depthwise_shifted(x, w, self.stride)
+
             y = lax.platform_dependent(x, w, cpu=shifted, default=grouped)
         else:
             y = grouped(x, w)
@@ -174,12 +176,19 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _depthwise_shifted(x: Array, w: Array, stride: int) -> Array:
     """Depthwise convolution as a sum of k * k shifted, strided slices times per-channel weights
     (`w`: `[k, k, 1, C]`), with TF "SAME" padding: equal to `lax.conv_general_dilated` with
     `feature_group_count=C`. XLA's CPU backend runs grouped convolutions ~10x slower than this
     (measured: 5x5 over 16x56x56x144, 358 ms vs 32 ms forward, 1046 ms vs 301 ms with gradients),
-    so the CPU uses it; accelerators keep the vendor convolution."""
+    so the CPU uses it; accelerators keep the vendor convolution. The weight gradient is
+    `_depthwise_weight_grad` (autodiff's would read the activations once per tap)."""
+    return _depthwise_sum(x, w, stride)
+
+
+def _depthwise_sum(x: Array, w: Array, stride: int) -> Array:
+    """The forward pass of `_depthwise_shifted`: `[B, H, W, C]` -> `[B, ceil(H/s), ceil(W/s), C]`."""
     k = w.shape[0]
     (h, wd) = x.shape[1:3]
     pad_h, pad_w = _same_padding(h, k, stride), _same_padding(wd, k, stride)
@@ -192,6 +201,65 @@ def _depthwise_shifted(x: Array, w: Array, stride: int) -> Array:
             tap = lax.slice(xp, (0, i, j, 0), limit, (1, stride, stride, 1)) * _channels_last(w[i, j, 0], 4)
             out = tap if out is None else out + tap
     return out
+
+
+def _depthwise_weight_grad(x: Array, g: Array, k: int, stride: int) -> Array:
+    """`d sum(g * _depthwise_sum(x, w)) / dw`: `[k, k, 1, C]` float32, one output row at a time.
+
+    Each of the k * k taps is a sum over the batch and the output pixels of `g` times a shifted
+    slice of `x`. Summed over the whole batch tap by tap (autodiff's form), that reads `x` and
+    `g` from memory k * k times; a scan over output rows sums every tap of one row while its k
+    input rows are in cache (measured on B0's layers, B=16: 1.5-2.8x faster)."""
+    b, h, wd, c = x.shape
+    pad_h, pad_w = _same_padding(h, k, stride), _same_padding(wd, k, stride)
+    xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
+    out_w = g.shape[2]
+
+    def row(total, out_row):
+        rows = lax.dynamic_slice_in_dim(xp, out_row * stride, k, axis=1)  # [B, k, Wp, C]
+        g_row = lax.dynamic_index_in_dim(g, out_row, axis=1, keepdims=False)  # [B, out_w, C]
+        taps = [
+            jnp.sum(lax.slice(rows, (0, i, j, 0), (b, i + 1, j + (out_w - 1) * stride + 1, c),
+                              (1, 1, stride, 1))[:, 0] * g_row, axis=(0, 1), dtype=jnp.float32)
+            for i in range(k) for j in range(k)
+        ]  # fmt: skip
+        return total + jnp.stack(taps), None
+
+    total, _ = lax.scan(row, jnp.zeros((k * k, c), jnp.float32), jnp.arange(g.shape[1]))
+    return total.reshape(k, k, 1, c)
+
+
+def _depthwise_input_grad(g: Array, w: Array, stride: int, size: tuple[int, int]) -> Array:
+    """`d sum(g * _depthwise_sum(x, w)) / dx` for `x` of spatial `size`: the k * k taps of `w`
+    read back from `g` spread onto the stride grid, as shifted slices of it (one fused kernel,
+    like the forward pass; autodiff's sum of k * k padded copies ran several times slower)."""
+    k = w.shape[0]
+    lows = [_same_padding(n, k, stride)[0] for n in size]
+    spread = [(m - 1) * stride + 1 for m in g.shape[1:3]]  # g with stride - 1 zeros between
+    gp = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0)] + [
+        (k - 1, low + n - length, stride - 1) for low, n, length in zip(lows, size, spread)
+    ] + [(0, 0, 0)])  # fmt: skip
+    out = None
+    for i in range(k):
+        for j in range(k):
+            start = (0, lows[0] + k - 1 - i, lows[1] + k - 1 - j, 0)
+            limit = (g.shape[0], start[1] + size[0], start[2] + size[1], g.shape[3])
+            tap = lax.slice(gp, start, limit) * _channels_last(w[i, j, 0], 4)
+            out = tap if out is None else out + tap
+    return out
+
+
+def _depthwise_shifted_fwd(x: Array, w: Array, stride: int):
+    return _depthwise_sum(x, w, stride), (x, w)
+
+
+def _depthwise_shifted_bwd(stride: int, residuals, g: Array):
+    x, w = residuals
+    dx = _depthwise_input_grad(g, w, stride, x.shape[1:3])
+    return dx, _depthwise_weight_grad(x, g, w.shape[0], stride).astype(w.dtype)
+
+
+_depthwise_shifted.defvjp(_depthwise_shifted_fwd, _depthwise_shifted_bwd)
 
 
 class BatchNorm(eqx.Module):
