@@ -3,12 +3,17 @@
 The peer is what a PIL input pipeline does per image: `Image.resize(BICUBIC, box=...)` (a crop
 box and a resize in one call) on one core, with the same boxes as nsjax (the random crop's
 boxes come from nsjax's own sampler). Conversion to and from PIL images is not timed. It is
-skipped where pillow is not installed (e.g. a bare GPU machine).
+skipped where pillow is not installed (e.g. a bare GPU machine). The "whole machine" speedup
+divides PIL's time by the host's cores (PIL per core x cores), against nsjax on all of them.
+
+Each op also runs with jax.image's dense weight matrices (`nsjax.fixres._dense_crop_resize`,
+what TPUs use and what every platform used before the sparse taps), as a second peer.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -46,18 +51,30 @@ def bench_fixres(opts: Options) -> list[Figure]:
         ("center_crop_resize", lambda x: fixres.center_crop_resize(x, _OUT), [center] * batch),
         ("random_resized_crop", lambda x: fixres.random_resized_crop(key, x, _OUT), random_boxes),
     ]
+    boxes_of = {"resize": (0, 0, _SIDE, _SIDE), "center_crop_resize": center,
+                "random_resized_crop": jnp.asarray(random_boxes, jnp.float32)}
     pil_images = None if Image is None else [Image.fromarray(im) for im in host]
     figures = []
     for name, fn, boxes in cases:
         seconds = time_call(functools.partial(jax.jit(fn), images), repeats=opts.repeats)
+        dense = jax.jit(functools.partial(
+            fixres._dense_crop_resize, boxes=boxes_of[name], size=(_OUT, _OUT), method="bicubic"))
+        dense_seconds = time_call(functools.partial(dense, images), repeats=opts.repeats)
         peer = peer_seconds = None
+        extra = {"dense_jax_image_seconds": dense_seconds, "cores": os.cpu_count()}
         if pil_images is not None:
             peer = "PIL Image.resize(BICUBIC, box), 1 core"
             peer_seconds = time_call(
                 functools.partial(_pil_crop_resize, pil_images, boxes), repeats=opts.repeats
             )
+            extra["speedup_vs_pil_on_every_core"] = peer_seconds / os.cpu_count() / seconds
         figures.append(Figure(
             name=f"{name} uint8 {batch}x{_SIDE}x{_SIDE} -> {_OUT}", seconds=seconds, items=batch,
-            item_unit="img", peer=peer, peer_seconds=peer_seconds,
+            item_unit="img", peer=peer, peer_seconds=peer_seconds, extra=extra,
+        ))  # fmt: skip
+        figures.append(Figure(
+            name=f"{name}, sparse taps against dense jax.image", seconds=seconds, items=batch,
+            item_unit="img", peer="nsjax.fixres dense (jax.image weights)",
+            peer_seconds=dense_seconds,
         ))  # fmt: skip
     return figures

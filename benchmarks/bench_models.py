@@ -101,7 +101,7 @@ def bench_b0(opts: Options) -> list[Figure]:
     accel = jax.default_backend() != "cpu"
     measured = {dt: _measure(getattr(jnp, dt), batch, res, steps)
                 for dt in (("bfloat16",) if accel else ("bfloat16", "float32"))}  # fmt: skip
-    peer = {r["what"]: r for r in run_peers("train,compile" if accel else "train",
+    peer = {r["what"]: r for r in run_peers("train,compile" if accel else "train,train_f32",
                                             BS=batch, RES=res, STEPS=steps) if "img_per_s" in r}
     best_train = max((r for k, r in peer.items() if "_train_" in k), key=lambda r: r["img_per_s"], default=None)
     best_infer = max((r for k, r in peer.items() if "_infer_" in k), key=lambda r: r["img_per_s"], default=None)

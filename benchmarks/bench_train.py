@@ -198,7 +198,8 @@ def bench_train(opts: Options) -> list[Figure]:
     images = 4 * b_l  # labeled B + unlabeled 3B per step
     ra_alone = measure_randaugment(images, res, max(steps, 3))
 
-    records = run_peers("train,compile" if accel else "train", BS=images, RES=res, STEPS=steps)
+    records = run_peers("train,compile" if accel else "train,train_f32", BS=images, RES=res,
+                        STEPS=steps)
     peer = best_peer(records)
     peer_name = peer_s = None
     peer_extra: dict[str, object] = {"peer": "unavailable (no Python with torch+timm; "

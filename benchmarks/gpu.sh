@@ -11,6 +11,8 @@
 # The corruption benchmark (`--only corruptions`, nsjax.robustness) needs OpenCV, which the GPU
 # image lacks: carry an opencv-python-headless wheel for Python 3.12 (the device README's
 # `.whl` recipe) and install it before this script; without it that benchmark alone fails.
+# Where the B0 train step's time goes (per-kernel profile, fraction of the 39k img/s bandwidth
+# floor): `python3 -m benchmarks.profile_step --out "$OUT/profile.json"` (about a minute).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -26,6 +28,9 @@ python3 -m benchmarks.check_randaugment --require-accelerator --out "$out/randau
 if [ "$check" -ne 0 ]; then
   echo "RANDAUGMENT CHECK FAILED (exit $check, see $out/randaugment_check.log); timing anyway" >&2
 fi
+# FixRes resampling on the accelerator against the CPU (equal up to float32 rounding ties).
+python3 -m benchmarks.check_fixres --require-accelerator --out "$out/fixres_check.json" \
+  2>&1 | tee "$out/fixres_check.log" || { s=$?; echo "FIXRES CHECK FAILED (exit $s)" >&2; [ "$check" -ne 0 ] || check=$s; }
 python3 -c "import benchmarks.bench_train as b; e = b.engine(); print('nsjax.train step modules import; missing:', e.missing or 'nothing')" \
   || echo "nsjax.train's step modules do not import: train_step will fail (see above)" >&2
 python3 -c "import cv2" 2>/dev/null \
@@ -33,6 +38,6 @@ python3 -c "import cv2" 2>/dev/null \
 WHICH="${PEER_SECTIONS:-train,compile,gpu_aug}" python3 benchmarks/peers/peers.py | tee "$out/peers.jsonl"
 PEERS_JSON="$out/peers.jsonl" python3 -m benchmarks --out "$out/gpu.json" "$@" 2>&1 | tee "$out/gpu.log"
 if [ "$check" -ne 0 ]; then
-  echo "RANDAUGMENT CHECK FAILED (exit $check: 1 = pixels differ from the CPU, 2 = no GPU or TPU)" >&2
+  echo "A CORRECTNESS CHECK FAILED (exit $check: 1 = pixels differ from the CPU, 2 = no GPU or TPU)" >&2
 fi
 exit "$check"

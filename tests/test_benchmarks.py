@@ -86,3 +86,38 @@ def test_train_step_benchmark_runs_a_tiny_model():
                "online": bench_train.StepRunner(eng, config, online=True)}  # fmt: skip
     times = bench_train.measure_steps(runners, steps=1, rounds=1)
     assert all(t > 0 for t, _ in times.values()) and all(r.loss > 0 for r in runners.values())
+
+
+def test_profile_summary_sums_device_events_per_step_by_name_and_kind():
+    from benchmarks import profile_step
+
+    names = {1: "/host:CPU", 2: "/device:GPU:0"}
+    events = [
+        {"ph": "X", "pid": 2, "name": "fusion.1", "dur": 30.0},
+        {"ph": "X", "pid": 2, "name": "fusion.1", "dur": 30.0},
+        {"ph": "X", "pid": 2, "name": "fusion.7", "dur": 20.0},
+        {"ph": "X", "pid": 2, "name": "cudnn_conv", "dur": 120.0},
+        {"ph": "X", "pid": 1, "name": "fusion.1", "dur": 999.0},  # host side: not device time
+    ]
+    summary = profile_step.summarise(events, names, steps=2)
+    assert summary["source"] == "device" and summary["busy_us_per_step"] == 100.0
+    rows = {r["name"]: r for r in summary["kernels"]}
+    assert rows["cudnn_conv"]["us_per_step"] == 60.0 and rows["cudnn_conv"]["share"] == 0.6
+    assert rows["fusion.1"]["calls_per_step"] == 1.0
+    kinds = {r["kind"]: r["us_per_step"] for r in profile_step.by_kind(summary["kernels"])}
+    assert kinds == {"cudnn_conv": 60.0, "fusion": 40.0}
+    # Without a device process (XLA:CPU), the events XLA named are summed instead.
+    cpu = profile_step.summarise(events[:1] + [{"ph": "X", "pid": 1, "name": "PjitFunction",
+                                                "dur": 5.0}], {1: "/host:CPU"}, steps=1)
+    assert cpu["source"].startswith("host") and cpu["busy_us_per_step"] == 30.0
+
+
+def test_fixres_device_check_bounds():
+    from benchmarks import check_fixres
+
+    row = {"dtype": "uint8", "values": 100_000, "differ": 10, "max_diff": 1.0}
+    assert check_fixres.within_bounds(row)
+    assert not check_fixres.within_bounds(row | {"max_diff": 2.0})
+    assert not check_fixres.within_bounds(row | {"differ": 11})
+    assert check_fixres.within_bounds({"dtype": "float32", "max_diff": 1e-4})
+    assert not check_fixres.within_bounds({"dtype": "float32", "max_diff": 0.01})

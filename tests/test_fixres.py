@@ -198,7 +198,7 @@ def _dense_weights(in_size, out_size, start, length, method):
         precision=jax.lax.Precision.HIGHEST))  # fmt: skip
 
 
-@settings(deadline=None, max_examples=12)
+@settings(deadline=None, max_examples=8)
 @given(
     in_size=st.integers(1, 40), out_size=st.integers(1, 40), method=st.sampled_from(METHODS[:2]),
     start_frac=st.floats(0, 1), length_frac=st.floats(0.01, 1), traced=st.booleans(),
