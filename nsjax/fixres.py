@@ -100,9 +100,11 @@ def _kernel(method: str, x: jax.Array) -> jax.Array:
 
 
 def _tap_count(method: str, max_length: int, out_size: int) -> int:
-    """Taps per output pixel that cover the kernel for any box length up to `max_length`."""
+    """Taps per output pixel that cover the kernel for any box length up to `max_length`: the
+    kernel is nonzero on an open interval of width 2R (R its stretched support), which holds at
+    most ceil(2R) integers."""
     stretch = max(max_length / out_size, 1.0)
-    return int(np.ceil(2 * _kernel_support(method) * stretch)) + 1
+    return max(1, int(np.ceil(2 * _kernel_support(method) * stretch)))
 
 
 def _taps(in_size: int, out_size: int, start: Any, length: Any, method: str, count: int):
@@ -204,7 +206,7 @@ def _crop_resize(images: jax.Array, boxes: Box, size: tuple[int, int], method: s
     Returns `[B, size[0], size[1], C]` of the input dtype.
 
     Width pass, then height pass (PIL's order), each rounded and clipped for uint8. Bicubic and
-    bilinear resample with the nonzero taps of jax.image's weights (`_sparse_crop_resize`: ~6
+    bilinear resample with the nonzero taps of jax.image's weights (`_sparse_crop_resize`: 5
     per output pixel at 256 -> 224, where the dense matrix has 256) on CPUs and GPUs; TPUs keep
     the dense contraction (`_dense_crop_resize`), which their matrix units prefer. The two give
     the same values up to float32 summation order.
