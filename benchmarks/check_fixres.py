@@ -12,14 +12,12 @@ pixels by float32 rounding. Run by benchmarks/gpu.sh and by `pytest -m accelerat
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 
 import jax
 import numpy as np
 
-from benchmarks.check_randaugment import accelerator
+from benchmarks import _device_check
 from nsjax import fixres
 
 MAX_TIES = 1e-4  # fraction of uint8 values allowed one level apart
@@ -62,28 +60,10 @@ def within_bounds(row: dict) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="write the rows as JSON here")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--require-accelerator", action="store_true",
-                        help="exit 2 unless the default device is a GPU or TPU")
-    args = parser.parse_args(argv)
-    if args.require_accelerator and accelerator() is None:
-        print(f"NO ACCELERATOR: the default device is {jax.devices()[0]}", file=sys.stderr)
-        return 2
-    rows = check(args.batch)
-    for r in rows:
-        print(f"{r['case']:34s} {r['dtype']:7s} {r['device']:5s} {r['differ']:8d} of "
-              f"{r['values']} values differ, max {r['max_diff']:.3g}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
-    bad = [f"{r['case']} {r['dtype']}" for r in rows if not within_bounds(r)]
-    if bad:
-        print(f"DIFFER from the CPU beyond the bounds: {', '.join(bad)}", file=sys.stderr)
-        return 1
-    print(f"all {len(rows)} cases within bounds")
-    return 0
+    return _device_check.main(
+        argv, description=__doc__.splitlines()[0], check=check, passes=within_bounds,
+        describe=lambda r: f"{r['case']:34s} {r['dtype']:7s} {r['device']:5s} {r['differ']:8d} "
+                           f"of {r['values']} values differ, max {r['max_diff']:.3g}")
 
 
 if __name__ == "__main__":

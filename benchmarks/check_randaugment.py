@@ -13,14 +13,14 @@ with `randaugment(..., executor=...)`.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import sys
 
 import jax
 import numpy as np
 
+from benchmarks import _device_check
+from benchmarks._device_check import accelerator
 from nsjax import noise
 from nsjax.noise import ops
 
@@ -59,12 +59,6 @@ def _op_cases(batch: int) -> dict[str, functools.partial]:
     return cases
 
 
-def accelerator() -> jax.Device | None:
-    """The default device when it is a GPU or TPU, else None."""
-    device = jax.devices()[0]
-    return device if device.platform in ("gpu", "tpu") else None
-
-
 def check(batch: int = 64) -> list[dict]:
     """One row per case: how many pixels differ between the default device and the CPU."""
     cpu = jax.devices("cpu")[0]
@@ -101,27 +95,11 @@ def check(batch: int = 64) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", help="write the rows as JSON here")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--require-accelerator", action="store_true",
-                        help="exit 2 unless the default device is a GPU or TPU")
-    args = parser.parse_args(argv)
-    if args.require_accelerator and accelerator() is None:
-        print(f"NO ACCELERATOR: the default device is {jax.devices()[0]}", file=sys.stderr)
-        return 2
-    rows = check(args.batch)
-    for r in rows:
-        print(f"{r['case']:38s} {r['device']:5s} {r['differ']:7d} of {r['pixels']} pixels differ")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(rows, f, indent=1)
-    bad = [r["case"] for r in rows if r["differ"]]
-    if bad:
-        print(f"DIFFER from the CPU: {', '.join(bad)}", file=sys.stderr)
-        return 1
-    print(f"all {len(rows)} cases equal")
-    return 0
+    return _device_check.main(
+        argv, description=__doc__.splitlines()[0], check=check,
+        describe=lambda r: f"{r['case']:38s} {r['device']:5s} {r['differ']:7d} of {r['pixels']} "
+                           f"pixels differ",
+        passes=lambda r: r["differ"] == 0)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,13 @@
 import pytest
 
 from benchmarks import check_fixres
+from benchmarks._device_check import accelerator
 
 pytestmark = pytest.mark.accelerator
 
 
 def test_accelerator_resampling_equals_the_cpu():
-    if check_fixres.accelerator() is None:
+    if accelerator() is None:
         pytest.skip("needs a GPU or TPU: jax's default device is a CPU")
     rows = check_fixres.check(batch=4)
     assert len(rows) == 16 and all(r["values"] > 0 for r in rows)
