@@ -110,8 +110,8 @@ def _tap_count(method: str, max_length: int, out_size: int) -> int:
 def _taps(in_size: int, out_size: int, start: Any, length: Any, method: str, count: int):
     """The nonzero part of `jax.image.scale_and_translate`'s weight matrix, per output pixel.
 
-    `start`, `length`: the box on this axis, inside the image, as Python numbers or float32
-    scalars. Returns `(index, weight)`: int32 `[out_size, count]` input pixels (consecutive,
+    `start`, `length`: the box on this axis, inside the image, in whole pixels, as Python ints
+    or float32 scalars. Returns `(index, weight)`: int32 `[out_size, count]` input pixels (consecutive,
     clipped into the image) and float32 `[out_size, count]` weights, zero outside the image.
     The weights are jax.image's (antialiased kernel, renormalised over the image), computed by
     the same float32 expressions, so resampling with them is the dense contraction restricted
@@ -122,9 +122,19 @@ def _taps(in_size: int, out_size: int, start: Any, length: Any, method: str, cou
     translation = -start * scale
     inv_scale = 1.0 / scale
     kernel_scale = jnp.maximum(inv_scale, 1.0)
-    sample = (jnp.arange(out_size, dtype=jnp.float32) + 0.5) * inv_scale - translation * inv_scale - 0.5
-    first = jnp.floor(sample - _kernel_support(method) * kernel_scale) + 1.0
-    position = first[:, None] + jnp.arange(count, dtype=jnp.float32)[None, :]
+    centres = jnp.arange(out_size, dtype=jnp.float32) + 0.5
+    sample = centres * inv_scale - translation * inv_scale - 0.5
+    # The first tap, floor(sample - R) + 1, in exact integer arithmetic (times 2 * out_size):
+    # in float32 a compiler may evaluate `sample` twice, once for the indices and once for the
+    # weights, rounding differently (fused multiply-adds), and when sample - R is a whole
+    # number the two floors then disagree, shifting the weights by one pixel.
+    start_i, length_i = (jnp.round(jnp.asarray(v, jnp.float32)).astype(jnp.int32)
+                         for v in (start, length))  # fmt: skip
+    twice_support = round(2 * _kernel_support(method))
+    numerator = (2 * out_size * start_i + (2 * jnp.arange(out_size, dtype=jnp.int32) + 1)
+                 * length_i - out_size - twice_support * jnp.maximum(length_i, out_size))  # fmt: skip
+    first = jnp.floor_divide(numerator, 2 * out_size) + 1
+    position = (first[:, None] + jnp.arange(count, dtype=jnp.int32)[None, :]).astype(jnp.float32)
     weight = _kernel(method, jnp.abs(sample[:, None] - position) / kernel_scale)
     weight = jnp.where((position >= 0) & (position <= in_size - 1), weight, 0.0)
     total = jnp.sum(weight, axis=1, keepdims=True)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
 from nsjax import fixres
 
@@ -239,6 +239,10 @@ def _per_image_boxes(key, b, h, w):
     method=st.sampled_from(METHODS[:2]), box=st.sampled_from(["whole", "center", "per-image"]),
     dtype=st.sampled_from([np.float32, np.uint8]), seed=st.integers(0, 2**16),
 )  # fmt: skip
+# An output centre on a whole pixel (3 -> 41: column 20 samples pixel 2 exactly): with the
+# first tap floored in float32, XLA rounded the indices' and the weights' copies of the centre
+# differently and shifted the weights by one pixel (a 99-level error, found by this test).
+@example(h=4, w=4, oh=1, ow=41, method="bicubic", box="center", dtype=np.float32, seed=0)
 def test_sparse_resampling_equals_the_dense_contraction(h, w, oh, ow, method, box, dtype, seed):
     # The CPU/GPU path (taps) against the TPU path (jax.image's dense matrices), the one that
     # resampled everywhere before: float images to float32 rounding; uint8 images differ only
@@ -251,8 +255,8 @@ def test_sparse_resampling_equals_the_dense_contraction(h, w, oh, ow, method, bo
     dense = np.asarray(jax.jit(functools.partial(fixres._dense_crop_resize, **kwargs))(images))
     assert sparse.dtype == dense.dtype == dtype and sparse.shape == dense.shape == (3, oh, ow, 3)
     diff = np.abs(sparse.astype(np.float64) - dense)
-    if dtype == np.uint8:
-        assert diff.max() <= 1 and diff.mean() < 0.02, (diff.max(), diff.mean())
+    if dtype == np.uint8:  # ties are common in small outputs (one row of bilinear halves: 5%)
+        assert diff.max() <= 1 and diff.mean() < 0.1, (diff.max(), diff.mean())
     else:
         assert diff.max() < 2e-3, diff.max()
 

@@ -188,7 +188,8 @@ def _depthwise_shifted(x: Array, w: Array, stride: int) -> Array:
 
 
 def _depthwise_sum(x: Array, w: Array, stride: int) -> Array:
-    """The forward pass of `_depthwise_shifted`: `[B, H, W, C]` -> `[B, ceil(H/s), ceil(W/s), C]`."""
+    """The forward pass of `_depthwise_shifted`: `[B, H, W, C]` to
+    `[B, ceil(H / s), ceil(W / s), C]`."""
     k = w.shape[0]
     (h, wd) = x.shape[1:3]
     pad_h, pad_w = _same_padding(h, k, stride), _same_padding(wd, k, stride)
