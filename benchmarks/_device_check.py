@@ -18,13 +18,14 @@ def accelerator() -> jax.Device | None:
 
 
 def main(argv: list[str] | None, *, description: str, check: Callable[[int], list[dict]],
-         describe: Callable[[dict], str], passes: Callable[[dict], bool]) -> int:  # fmt: skip
-    """`--batch`, `--out` and `--require-accelerator`; prints `describe(row)` per row of
-    `check(batch)`. Exits 1 when a row fails `passes`, 2 when an accelerator is required and
-    the default device is a CPU, else 0."""
+         describe: Callable[[dict], str], passes: Callable[[dict], bool],
+         batch: int) -> int:  # fmt: skip
+    """`--batch` (default `batch`), `--out` and `--require-accelerator`; prints `describe(row)`
+    per row of `check(batch)`. Exits 1 when a row fails `passes`, 2 when an accelerator is
+    required and the default device is a CPU, else 0."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", help="write the rows as JSON here")
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--require-accelerator", action="store_true",
                         help="exit 2 unless the default device is a GPU or TPU")
     args = parser.parse_args(argv)

@@ -46,19 +46,20 @@ def bench_fixres(opts: Options) -> list[Figure]:
     random_boxes = np.asarray(fixres._sample_boxes(
         key, batch, _SIDE, _SIDE, (0.08, 1.0), (3 / 4, 4 / 3), center
     )).astype(int)  # fmt: skip
-    cases = [  # name, nsjax function, (top, left, height, width) per image for the peer
-        ("resize", lambda x: fixres.resize(x, _OUT), [(0, 0, _SIDE, _SIDE)] * batch),
-        ("center_crop_resize", lambda x: fixres.center_crop_resize(x, _OUT), [center] * batch),
-        ("random_resized_crop", lambda x: fixres.random_resized_crop(key, x, _OUT), random_boxes),
-    ]
-    boxes_of = {"resize": (0, 0, _SIDE, _SIDE), "center_crop_resize": center,
-                "random_resized_crop": jnp.asarray(random_boxes, jnp.float32)}
+    cases = [  # name, nsjax function, its boxes, (top, left, height, width) per image for PIL
+        ("resize", lambda x: fixres.resize(x, _OUT), (0, 0, _SIDE, _SIDE),
+         [(0, 0, _SIDE, _SIDE)] * batch),
+        ("center_crop_resize", lambda x: fixres.center_crop_resize(x, _OUT), center,
+         [center] * batch),
+        ("random_resized_crop", lambda x: fixres.random_resized_crop(key, x, _OUT),
+         jnp.asarray(random_boxes, jnp.float32), random_boxes),
+    ]  # fmt: skip
     pil_images = None if Image is None else [Image.fromarray(im) for im in host]
     figures = []
-    for name, fn, boxes in cases:
+    for name, fn, nsjax_boxes, boxes in cases:
         seconds = time_call(functools.partial(jax.jit(fn), images), repeats=opts.repeats)
         dense = jax.jit(functools.partial(
-            fixres._dense_crop_resize, boxes=boxes_of[name], size=(_OUT, _OUT), method="bicubic"))
+            fixres._dense_crop_resize, boxes=nsjax_boxes, size=(_OUT, _OUT), method="bicubic"))
         dense_seconds = time_call(functools.partial(dense, images), repeats=opts.repeats)
         peer = peer_seconds = None
         extra = {"dense_jax_image_seconds": dense_seconds, "cores": os.cpu_count()}

@@ -61,7 +61,7 @@ def within_bounds(row: dict) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     return _device_check.main(
-        argv, description=__doc__.splitlines()[0], check=check, passes=within_bounds,
+        argv, description=__doc__.splitlines()[0], check=check, passes=within_bounds, batch=16,
         describe=lambda r: f"{r['case']:34s} {r['dtype']:7s} {r['device']:5s} {r['differ']:8d} "
                            f"of {r['values']} values differ, max {r['max_diff']:.3g}")
 

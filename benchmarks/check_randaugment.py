@@ -96,7 +96,7 @@ def check(batch: int = 64) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     return _device_check.main(
-        argv, description=__doc__.splitlines()[0], check=check,
+        argv, description=__doc__.splitlines()[0], check=check, batch=64,
         describe=lambda r: f"{r['case']:38s} {r['device']:5s} {r['differ']:7d} of {r['pixels']} "
                            f"pixels differ",
         passes=lambda r: r["differ"] == 0)

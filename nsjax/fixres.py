@@ -111,8 +111,9 @@ def _taps(in_size: int, out_size: int, start: Any, length: Any, method: str, cou
     """The nonzero part of `jax.image.scale_and_translate`'s weight matrix, per output pixel.
 
     `start`, `length`: the box on this axis, inside the image, in whole pixels, as Python ints
-    or float32 scalars. Returns `(index, weight)`: int32 `[out_size, count]` input pixels (consecutive,
-    clipped into the image) and float32 `[out_size, count]` weights, zero outside the image.
+    or float32 scalars. Returns `(index, weight)`: int32 `[out_size, count]` input pixels
+    (consecutive, clipped into the image) and float32 `[out_size, count]` weights, zero outside
+    the image.
     The weights are jax.image's (antialiased kernel, renormalised over the image), computed by
     the same float32 expressions, so resampling with them is the dense contraction restricted
     to its nonzero terms. (jax.image also zeroes outputs whose centre falls outside the image;
@@ -131,8 +132,9 @@ def _taps(in_size: int, out_size: int, start: Any, length: Any, method: str, cou
     start_i, length_i = (jnp.round(jnp.asarray(v, jnp.float32)).astype(jnp.int32)
                          for v in (start, length))  # fmt: skip
     twice_support = round(2 * _kernel_support(method))
-    numerator = (2 * out_size * start_i + (2 * jnp.arange(out_size, dtype=jnp.int32) + 1)
-                 * length_i - out_size - twice_support * jnp.maximum(length_i, out_size))  # fmt: skip
+    twice_centres = 2 * jnp.arange(out_size, dtype=jnp.int32) + 1
+    numerator = (2 * out_size * start_i + twice_centres * length_i - out_size
+                 - twice_support * jnp.maximum(length_i, out_size))  # fmt: skip
     first = jnp.floor_divide(numerator, 2 * out_size) + 1
     position = (first[:, None] + jnp.arange(count, dtype=jnp.int32)[None, :]).astype(jnp.float32)
     weight = _kernel(method, jnp.abs(sample[:, None] - position) / kernel_scale)
@@ -274,25 +276,22 @@ def _sparse_crop_resize(images: jax.Array, *, boxes: Box, size: tuple[int, int],
     dtype, compute, kept = images.dtype, _compute_dtype(images.dtype), _kept(boxes, size)
     static = isinstance(boxes, tuple)
 
-    def taps(boxes, axis):  # [B, n_out, count] per image, for the largest box when traced
+    def taps(traced_boxes, axis):  # [B, n_out, count] per image
         in_size = images.shape[1 + axis]
         count = _tap_count(method, boxes[axis + 2] if static else in_size, size[axis])
         make = functools.partial(_taps, in_size, size[axis], method=method, count=count)
-        if static:
+        if static:  # one box, its taps broadcast: one gather form for both (measured as fast)
             return tuple(jnp.broadcast_to(a, (images.shape[0], *a.shape))
                          for a in make(boxes[axis], boxes[axis + 2]))  # fmt: skip
-        return jax.vmap(make)(boxes[:, axis], boxes[:, axis + 2])
+        return jax.vmap(make)(traced_boxes[:, axis], traced_boxes[:, axis + 2])
 
-    # Computed once, not once per output pixel inside the passes' kernels; a static box's taps
-    # are indexed per image too (measured as fast, and one gather form for both).
-    width_taps, height_taps = _materialized(
-        lambda b: (taps(boxes if static else b, 1), taps(boxes if static else b, 0)),
-        jnp.asarray(boxes, jnp.float32))
+    # Computed once, not once per output pixel inside the passes' kernels.
+    width_taps, height_taps = _materialized(lambda b: (taps(b, 1), taps(b, 0)),
+                                            jnp.asarray(boxes, jnp.float32))
 
     def axis_pass(x, axis, taps):  # [B, H, W, C]; axis 0 = height, 1 = width
-        start = boxes[axis] if static else None
         if kept[axis]:
-            return jax.lax.slice_in_dim(x, start, start + size[axis], axis=axis + 1)
+            return jax.lax.slice_in_dim(x, boxes[axis], boxes[axis] + size[axis], axis=axis + 1)
         out = _quantise(_sparse_axis(x.astype(compute), axis + 1, *taps), dtype)
         return out.astype(dtype if dtype == jnp.uint8 else compute)
 

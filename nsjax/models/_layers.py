@@ -182,8 +182,9 @@ def _depthwise_shifted(x: Array, w: Array, stride: int) -> Array:
     (`w`: `[k, k, 1, C]`), with TF "SAME" padding: equal to `lax.conv_general_dilated` with
     `feature_group_count=C`. XLA's CPU backend runs grouped convolutions ~10x slower than this
     (measured: 5x5 over 16x56x56x144, 358 ms vs 32 ms forward, 1046 ms vs 301 ms with gradients),
-    so the CPU uses it; accelerators keep the vendor convolution. The weight gradient is
-    `_depthwise_weight_grad` (autodiff's would read the activations once per tap)."""
+    so the CPU uses it; accelerators keep the vendor convolution. Its backward pass is written
+    by hand: `_depthwise_input_grad` and `_depthwise_weight_grad` (measured 1.8x faster than
+    autodiff's over B0's depthwise layers)."""
     return _depthwise_sum(x, w, stride)
 
 
@@ -194,12 +195,21 @@ def _depthwise_sum(x: Array, w: Array, stride: int) -> Array:
     (h, wd) = x.shape[1:3]
     pad_h, pad_w = _same_padding(h, k, stride), _same_padding(wd, k, stride)
     xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
-    out_h, out_w = -(-h // stride), -(-wd // stride)
+    return _weighted_taps(xp, w, lambda i, j: (i, j), (-(-h // stride), -(-wd // stride)), stride)
+
+
+def _weighted_taps(xp: Array, w: Array, offset, size: tuple[int, int], stride: int) -> Array:
+    """`sum_ij w[i, j] * xp[:, oi + stride * r, oj + stride * c]` for `(oi, oj) = offset(i, j)`,
+    rows r < size[0] and columns c < size[1]: k * k shifted, strided slices of `xp`
+    `[B, H', W', C]` times per-channel weights (`w`: `[k, k, 1, C]`), fused into one kernel."""
     out = None
-    for i in range(k):
-        for j in range(k):
-            limit = (xp.shape[0], i + (out_h - 1) * stride + 1, j + (out_w - 1) * stride + 1, xp.shape[3])
-            tap = lax.slice(xp, (0, i, j, 0), limit, (1, stride, stride, 1)) * _channels_last(w[i, j, 0], 4)
+    for i in range(w.shape[0]):
+        for j in range(w.shape[1]):
+            top, left = offset(i, j)
+            limit = (xp.shape[0], top + (size[0] - 1) * stride + 1,
+                     left + (size[1] - 1) * stride + 1, xp.shape[3])  # fmt: skip
+            tap = lax.slice(xp, (0, top, left, 0), limit, (1, stride, stride, 1))
+            tap = tap * _channels_last(w[i, j, 0], 4)
             out = tap if out is None else out + tap
     return out
 
@@ -240,14 +250,7 @@ def _depthwise_input_grad(g: Array, w: Array, stride: int, size: tuple[int, int]
     gp = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0)] + [
         (k - 1, low + n - length, stride - 1) for low, n, length in zip(lows, size, spread)
     ] + [(0, 0, 0)])  # fmt: skip
-    out = None
-    for i in range(k):
-        for j in range(k):
-            start = (0, lows[0] + k - 1 - i, lows[1] + k - 1 - j, 0)
-            limit = (g.shape[0], start[1] + size[0], start[2] + size[1], g.shape[3])
-            tap = lax.slice(gp, start, limit) * _channels_last(w[i, j, 0], 4)
-            out = tap if out is None else out + tap
-    return out
+    return _weighted_taps(gp, w, lambda i, j: (lows[0] + k - 1 - i, lows[1] + k - 1 - j), size, 1)
 
 
 def _depthwise_shifted_fwd(x: Array, w: Array, stride: int):
