@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 
 import equinox as eqx
 import jax
@@ -165,9 +166,41 @@ class Conv2d(eqx.Module):
                 return _depthwise_shifted(x, w, self.stride)
 
             y = lax.platform_dependent(x, w, cpu=shifted, default=grouped)
+        elif self.groups == 1:
+            def matmul(x, w):
+                if w.shape[:2] == (1, 1) and self.stride == 1:
+                    return _pointwise(x, w)
+                return _patches_matmul(x, w, self.stride)
+
+            y = lax.platform_dependent(x, w, cpu=matmul, default=grouped)
         else:
             y = grouped(x, w)
         return y if self.bias is None else y + _channels_last(self.bias.astype(x.dtype), y.ndim)
+
+
+@jax.custom_vjp
+def _pointwise(x: Array, w: Array) -> Array:
+    """A 1 x 1, stride-1 convolution as a matrix product over channels: `x` `[..., I]`, `w`
+    `[1, 1, I, O]` -> `[..., O]`, with a hand-written backward pass (see `_pointwise_bwd`)."""
+    return lax.dot_general(x, w[0, 0], (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _pointwise_fwd(x: Array, w: Array):
+    return _pointwise(x, w), (x, w)
+
+
+def _pointwise_bwd(residuals, g: Array):
+    """Input gradient `g @ w.T`; weight gradient `x.T @ g` over every pixel as one 2-D matrix
+    product. Autodiff of the dot instead lets XLA:CPU transpose the full gradient in memory
+    before its product (8x slower for B0's 16 -> 96 expansion at 112 px)."""
+    x, w = residuals
+    dx = lax.dot_general(g, w[0, 0], (((g.ndim - 1,), (1,)), ((), ())))
+    x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+    dw = lax.dot_general(x2, g2, (((0,), (0,)), ((), ())))
+    return dx, dw.reshape(w.shape)
+
+
+_pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -176,94 +209,116 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _depthwise_shifted(x: Array, w: Array, stride: int) -> Array:
     """Depthwise convolution as a sum of k * k shifted, strided slices times per-channel weights
     (`w`: `[k, k, 1, C]`), with TF "SAME" padding: equal to `lax.conv_general_dilated` with
     `feature_group_count=C`. XLA's CPU backend runs grouped convolutions ~10x slower than this
     (measured: 5x5 over 16x56x56x144, 358 ms vs 32 ms forward, 1046 ms vs 301 ms with gradients),
-    so the CPU uses it; accelerators keep the vendor convolution. Its backward pass is written
-    by hand: `_depthwise_input_grad` and `_depthwise_weight_grad` (measured 1.8x faster than
-    autodiff's over B0's depthwise layers)."""
-    return _depthwise_sum(x, w, stride)
-
-
-def _depthwise_sum(x: Array, w: Array, stride: int) -> Array:
-    """The forward pass of `_depthwise_shifted`: `[B, H, W, C]` to
+    so the CPU uses it; accelerators keep the vendor convolution. `x` `[B, H, W, C]` ->
     `[B, ceil(H / s), ceil(W / s), C]`."""
+    k, (h, wd) = w.shape[0], x.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), _same_padding(h, k, stride), _same_padding(wd, k, stride), (0, 0)))
+    return _depthwise_valid(xp, w, stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _depthwise_valid(xp: Array, w: Array, stride: int) -> Array:
+    """The unpadded ("VALID") depthwise convolution of an already padded `xp` `[B, H', W', C]`:
+    `[B, (H' - k) // s + 1, (W' - k) // s + 1, C]`, one fused kernel. Its backward pass is
+    written by hand (`_depthwise_input_grad`, `_depthwise_weight_grad`: 1.8x faster than
+    autodiff's over B0's depthwise layers) and keeps the padded input as its residual, so
+    neither pass pads it again."""
     k = w.shape[0]
-    (h, wd) = x.shape[1:3]
-    pad_h, pad_w = _same_padding(h, k, stride), _same_padding(wd, k, stride)
-    xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
-    return _weighted_taps(xp, w, lambda i, j: (i, j), (-(-h // stride), -(-wd // stride)), stride)
+    size = tuple((n - k) // stride + 1 for n in xp.shape[1:3])
+    return _weighted_taps(xp, w, lambda i, j: (i, j), size, stride)
 
 
-def _weighted_taps(xp: Array, w: Array, offset, size: tuple[int, int], stride: int) -> Array:
-    """`sum_ij w[i, j] * xp[:, oi + stride * r, oj + stride * c]` for `(oi, oj) = offset(i, j)`,
-    rows r < size[0] and columns c < size[1]: k * k shifted, strided slices of `xp`
-    `[B, H', W', C]` times per-channel weights (`w`: `[k, k, 1, C]`), fused into one kernel."""
-    out = None
-    for i in range(w.shape[0]):
-        for j in range(w.shape[1]):
+def _tap_slices(xp: Array, k: int, offset, size: tuple[int, int], stride: int) -> list[Array]:
+    """The k * k shifted, strided slices `xp[:, oi + stride * r, oj + stride * c]` of `xp`
+    `[B, H', W', C]`, for `(oi, oj) = offset(i, j)`, rows r < size[0], columns c < size[1],
+    in (i, j) row-major order: each `[B, size[0], size[1], C]`."""
+    taps = []
+    for i in range(k):
+        for j in range(k):
             top, left = offset(i, j)
             limit = (xp.shape[0], top + (size[0] - 1) * stride + 1,
                      left + (size[1] - 1) * stride + 1, xp.shape[3])  # fmt: skip
-            tap = lax.slice(xp, (0, top, left, 0), limit, (1, stride, stride, 1))
-            tap = tap * _channels_last(w[i, j, 0], 4)
-            out = tap if out is None else out + tap
-    return out
+            taps.append(lax.slice(xp, (0, top, left, 0), limit, (1, stride, stride, 1)))
+    return taps
 
 
-def _depthwise_weight_grad(x: Array, g: Array, k: int, stride: int) -> Array:
-    """`d sum(g * _depthwise_sum(x, w)) / dw`: `[k, k, 1, C]` float32, one output row at a time.
+def _weighted_taps(xp: Array, w: Array, offset, size: tuple[int, int], stride: int) -> Array:
+    """`sum_ij w[i, j] * tap_ij` over `_tap_slices(xp, k, offset, size, stride)`, with
+    per-channel weights `w` `[k, k, 1, C]`: one fused kernel."""
+    taps = _tap_slices(xp, w.shape[0], offset, size, stride)
+    weights = (_channels_last(w[i, j, 0], 4) for i in range(w.shape[0]) for j in range(w.shape[1]))
+    return sum(tap * weight for tap, weight in zip(taps, weights))
+
+
+def _patches_matmul(x: Array, w: Array, stride: int) -> Array:
+    """A dense k x k convolution with TF "SAME" padding as a matrix product over patches
+    ("im2col"): `x` `[B, H, W, I]`, `w` `[k, k, I, O]` -> `[B, ceil(H / s), ceil(W / s), O]`.
+    Its weight gradient is then one matrix product (`_pointwise`); XLA:CPU's convolution and
+    its filter gradient ran 3x slower on B0's stem."""
+    k, (h, wd) = w.shape[0], x.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), _same_padding(h, k, stride), _same_padding(wd, k, stride), (0, 0)))
+    size = (-(-h // stride), -(-wd // stride))
+    patches = jnp.concatenate(_tap_slices(xp, k, lambda i, j: (i, j), size, stride), axis=-1)
+    return _pointwise(patches, w.reshape(1, 1, -1, w.shape[-1]))
+
+
+def _depthwise_weight_grad(xp: Array, g: Array, k: int, stride: int) -> Array:
+    """`d sum(g * _depthwise_valid(xp, w)) / dw`: `[k, k, 1, C]` float32, one output row at a
+    time.
 
     Each of the k * k taps is a sum over the batch and the output pixels of `g` times a shifted
-    slice of `x`. Summed over the whole batch tap by tap (autodiff's form), that reads `x` and
+    slice of `xp`. Summed over the whole batch tap by tap (autodiff's form), that reads `xp` and
     `g` from memory k * k times; a scan over output rows sums every tap of one row while its k
-    input rows are in cache (measured on B0's layers, B=16: 1.5-2.8x faster)."""
-    b, h, wd, c = x.shape
-    pad_h, pad_w = _same_padding(h, k, stride), _same_padding(wd, k, stride)
-    xp = jnp.pad(x, ((0, 0), pad_h, pad_w, (0, 0)))
+    input rows are in cache, all k * k sums in one variadic reduction (one pass over the rows,
+    where k * k separate sums were one pass each). Measured on B0's layers, B=16: 2-4x faster
+    than autodiff's form."""
+    b, _, _, c = xp.shape
     out_w = g.shape[2]
 
     def row(total, out_row):
-        rows = lax.dynamic_slice_in_dim(xp, out_row * stride, k, axis=1)  # [B, k, Wp, C]
+        rows = lax.dynamic_slice_in_dim(xp, out_row * stride, k, axis=1)  # [B, k, W', C]
         g_row = lax.dynamic_index_in_dim(g, out_row, axis=1, keepdims=False)  # [B, out_w, C]
-        taps = [
-            jnp.sum(lax.slice(rows, (0, i, j, 0), (b, i + 1, j + (out_w - 1) * stride + 1, c),
-                              (1, 1, stride, 1))[:, 0] * g_row, axis=(0, 1), dtype=jnp.float32)
-            for i in range(k) for j in range(k)
-        ]  # fmt: skip
-        return total + jnp.stack(taps), None
+        products = tuple(
+            tap[:, 0].astype(jnp.float32) * g_row.astype(jnp.float32)
+            for tap in _tap_slices(rows, k, lambda i, j: (i, j), (1, out_w), stride)
+        )  # fmt: skip
+        zeros = (jnp.zeros((), jnp.float32),) * len(products)
+        sums = lax.reduce(products, zeros, lambda a, b: tuple(map(operator.add, a, b)), (0, 1))
+        return total + jnp.stack(sums), None
 
     total, _ = lax.scan(row, jnp.zeros((k * k, c), jnp.float32), jnp.arange(g.shape[1]))
     return total.reshape(k, k, 1, c)
 
 
 def _depthwise_input_grad(g: Array, w: Array, stride: int, size: tuple[int, int]) -> Array:
-    """`d sum(g * _depthwise_sum(x, w)) / dx` for `x` of spatial `size`: the k * k taps of `w`
-    read back from `g` spread onto the stride grid, as shifted slices of it (one fused kernel,
-    like the forward pass; autodiff's sum of k * k padded copies ran several times slower)."""
+    """`d sum(g * _depthwise_valid(xp, w)) / dxp` for `xp` of spatial `size`: the k * k taps of
+    `w` read back from `g` spread onto the stride grid, as shifted slices of it (one fused
+    kernel, like the forward pass; autodiff's sum of k * k padded copies ran several times
+    slower)."""
     k = w.shape[0]
-    lows = [_same_padding(n, k, stride)[0] for n in size]
     spread = [(m - 1) * stride + 1 for m in g.shape[1:3]]  # g with stride - 1 zeros between
     gp = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0)] + [
-        (k - 1, low + n - length, stride - 1) for low, n, length in zip(lows, size, spread)
+        (k - 1, n - length, stride - 1) for n, length in zip(size, spread)
     ] + [(0, 0, 0)])  # fmt: skip
-    return _weighted_taps(gp, w, lambda i, j: (lows[0] + k - 1 - i, lows[1] + k - 1 - j), size, 1)
+    return _weighted_taps(gp, w, lambda i, j: (k - 1 - i, k - 1 - j), size, 1)
 
 
-def _depthwise_shifted_fwd(x: Array, w: Array, stride: int):
-    return _depthwise_sum(x, w, stride), (x, w)
+def _depthwise_valid_fwd(xp: Array, w: Array, stride: int):
+    return _depthwise_valid(xp, w, stride), (xp, w)
 
 
-def _depthwise_shifted_bwd(stride: int, residuals, g: Array):
-    x, w = residuals
-    dx = _depthwise_input_grad(g, w, stride, x.shape[1:3])
-    return dx, _depthwise_weight_grad(x, g, w.shape[0], stride).astype(w.dtype)
+def _depthwise_valid_bwd(stride: int, residuals, g: Array):
+    xp, w = residuals
+    dxp = _depthwise_input_grad(g, w, stride, xp.shape[1:3])
+    return dxp, _depthwise_weight_grad(xp, g, w.shape[0], stride).astype(w.dtype)
 
 
-_depthwise_shifted.defvjp(_depthwise_shifted_fwd, _depthwise_shifted_bwd)
+_depthwise_valid.defvjp(_depthwise_valid_fwd, _depthwise_valid_bwd)
 
 
 class BatchNorm(eqx.Module):

@@ -262,6 +262,53 @@ def test_cpu_depthwise_gradients_equal_the_grouped_convolutions(h, w, kernel, st
                                        atol=tol * (1 + np.abs(want).max()))
 
 
+@settings(deadline=None, max_examples=8)
+@given(h=st.integers(1, 12), w=st.integers(1, 12), kernel=st.sampled_from([1, 3, 5]),
+       stride=st.sampled_from([1, 2]), cin=st.integers(1, 5), cout=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_cpu_dense_convolutions_equal_xla_convolutions(h, w, kernel, stride, cin, cout, seed):
+    """On a CPU a dense convolution is a matrix product (1 x 1, stride 1: `_pointwise`; else
+    over "SAME"-padded patches) with a hand-written backward pass: values, input and weight
+    gradients equal to autodiff of XLA's convolution, for any size, kernel and stride, under
+    jit, float32 and bfloat16."""
+    from nsjax.models._layers import Conv2d
+
+    keys = jax.random.split(jax.random.key(seed), 3)
+    conv = Conv2d(cin, cout, kernel, stride=stride, key=keys[0])
+    x = jax.random.normal(keys[1], (2, h, w, cin))
+    g = jax.random.normal(keys[2], (2, -(-h // stride), -(-w // stride), cout))
+
+    def xla(x, wt):
+        return jax.lax.conv_general_dilated(x, wt, (stride, stride), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            precision="highest")  # fmt: skip
+
+    want, ref_vjp = jax.vjp(xla, x, conv.weight)
+    for dtype, tol in ((jnp.float32, 1e-5), (jnp.bfloat16, 0.05)):
+        xd, gd = x.astype(dtype), g.astype(dtype)
+        got, grads = jax.jit(lambda c, x: (lambda y, f: (y, f(gd)))(*eqx.filter_vjp(
+            lambda c, x: c(x), c, x)))(conv, xd)  # fmt: skip
+        assert got.dtype == dtype and grads[1].dtype == dtype
+        pairs = ((got, want), (grads[1], ref_vjp(g)[0]), (grads[0].weight, ref_vjp(g)[1]))
+        for ours, ref in pairs:
+            np.testing.assert_allclose(np.asarray(ours, np.float32), ref,
+                                       atol=tol * (1 + np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("kernel, stride", [(1, 1), (3, 2)])
+@pytest.mark.parametrize("platform", ["cpu", "cuda", "tpu"])
+def test_dense_convolution_path_is_chosen_by_the_target_platform(platform, kernel, stride):
+    """Lowered for a CPU, a dense convolution is a matrix product; for an accelerator, XLA's
+    convolution."""
+    from nsjax.models._layers import Conv2d
+
+    conv = Conv2d(4, 8, kernel, stride=stride, key=KEY)
+    text = jax.jit(lambda c, x: c(x)).trace(conv, jnp.ones((1, 16, 16, 4))).lower(
+        lowering_platforms=(platform,)).as_text()  # fmt: skip
+    assert ("stablehlo.convolution" in text) == (platform != "cpu")
+    assert ("stablehlo.dot_general" in text) == (platform == "cpu")
+
+
 @pytest.mark.parametrize("platform, grouped", [("cpu", False), ("cuda", True), ("tpu", True)])
 def test_depthwise_path_is_chosen_by_the_target_platform_not_the_host(platform, grouped):
     """`jax.lax.platform_dependent`: lowered on this CPU host for an accelerator, a depthwise
