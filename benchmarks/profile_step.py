@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks.bench_models import make_train_step
-from nsjax import models
+from nsjax import _malloc, models
 
 
 def _events(trace_dir: str) -> tuple[list[dict], dict[int, str]]:
@@ -138,4 +138,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    _malloc.reexec(["-m", "benchmarks.profile_step", *sys.argv[1:]])  # as python -m benchmarks
     sys.exit(main())

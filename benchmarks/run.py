@@ -47,6 +47,7 @@ def machine() -> dict[str, object]:
         "devices": [str(d.device_kind) for d in jax.devices()],
         "jax": jax.__version__,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),  # nsjax._malloc
         "python": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+from nsjax import _malloc
+
 PEERS = os.path.join(os.path.dirname(__file__), "peers.py")
 
 
@@ -33,13 +35,14 @@ def run_peers(which: str, **env: str | int) -> list[dict]:
 
 
 def run_script(path: str, **env: str | int) -> list[dict]:
-    """Run the peer script `path` with the peer Python and `env` added to the environment;
-    returns its JSON lines ([] when no peer Python)."""
+    """Run the peer script `path` with the peer Python and `env` added to the environment (as
+    it was before `nsjax._malloc.reexec`: the peers keep glibc's defaults); returns its JSON
+    lines ([] when no peer Python)."""
     python = peer_python()
     if python is None:
         print("[peers] no Python with torch+timm (set PEERS_PYTHON): peers skipped", file=sys.stderr)
         return []
-    full_env = {**os.environ, **{k: str(v) for k, v in env.items()}}
+    full_env = {**_malloc.original_environ(os.environ), **{k: str(v) for k, v in env.items()}}
     done = subprocess.run([python, path], env=full_env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         print(f"[peers] failed:\n{done.stderr[-2000:]}", file=sys.stderr)

@@ -15,12 +15,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from nsjax import _malloc
 from nsjax.cli._common import Command, UsageError
 from nsjax.cli._data import DATA_COMMANDS
 from nsjax.cli._loop import LOOP_COMMANDS
 from nsjax.cli._train import TRAIN_COMMANDS
 
-__all__ = ["COMMANDS", "Command", "UsageError", "main"]
+__all__ = ["COMMANDS", "Command", "UsageError", "console", "main"]
 
 COMMANDS: tuple[Command, ...] = LOOP_COMMANDS + TRAIN_COMMANDS + DATA_COMMANDS
 
@@ -64,3 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nsjax {command.name}: interrupted", file=sys.stderr)
         return 130
 
+
+def console() -> int:
+    """The `nsjax` program: `main()` in a process whose large buffers get transparent huge
+    pages (`nsjax._malloc`: the process first re-runs itself under that glibc setting)."""
+    _malloc.reexec(["-m", "nsjax.cli", *sys.argv[1:]])
+    return main()

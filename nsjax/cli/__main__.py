@@ -2,6 +2,6 @@
 
 import sys
 
-from nsjax.cli import main
+from nsjax.cli import console
 
-sys.exit(main())
+sys.exit(console())

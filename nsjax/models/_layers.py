@@ -120,9 +120,11 @@ class Conv2d(eqx.Module):
     """k x k convolution with TF "SAME" padding (the extra row/column at the bottom/right).
 
     Initialised as the reference: weight `N(0, conv_init_std(kernel, out, groups))`, bias 0.
-    A depthwise convolution (`groups == in == out`) runs as shifted slices on a CPU and as
-    XLA's grouped convolution elsewhere (`jax.lax.platform_dependent`: a function lowered on
-    one platform for another takes the target's path); both give the same result.
+    On a CPU, a depthwise convolution (`groups == in == out`) runs as shifted slices and a
+    dense one (`groups == 1`) as a matrix product (over patches unless 1 x 1 with stride 1),
+    each with a hand-written backward pass; elsewhere XLA's convolutions run
+    (`jax.lax.platform_dependent`: a function lowered on one platform for another takes the
+    target's path). Both give the same results and gradients.
 
     **Arguments:**
 
