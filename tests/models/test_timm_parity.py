@@ -50,7 +50,8 @@ def test_eval_logits_match_timm(case):
         # EPYC; the largest single error (0.9-3.3x timm's) moves with the CPU's dot kernels.
         exact = logits[f"logits_f64_{res}"]
         np.testing.assert_allclose(got, exact, rtol=0, atol=1e-5 * scale)
-        assert _rms(got - exact) <= 3 * _rms(want - exact), (res, _rms(got - exact), _rms(want - exact))
+        ours, timms = _rms(got - exact), _rms(want - exact)
+        assert ours <= 3 * timms, (res, ours, timms)
 
 
 def _rms(error):
