@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from absl.testing import parameterized
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 
 from nsjax import noise
 
@@ -196,6 +196,10 @@ def test_an_empty_batch_gives_an_empty_result(fn, shape):
 @settings(deadline=None, max_examples=40)
 @given(st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False, width=32),
        st.sampled_from([noise.drop_path, noise.dropout]))  # fmt: skip
+@example(0.0, noise.drop_path)  # the edges, and the nearest float32 values outside them
+@example(1.0, noise.dropout)
+@example(-float(np.finfo(np.float32).tiny), noise.dropout)
+@example(float(np.nextafter(np.float32(1), np.float32(2))), noise.drop_path)
 def test_a_traced_rate_gives_nan_exactly_outside_zero_one(rate, fn):
     # no subnormal rates: XLA:CPU flushes them to zero (denormals-are-zero), so a rate of
     # -3e-45 compares as 0 there and is, in effect, a rate of 0
