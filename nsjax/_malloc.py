@@ -50,12 +50,16 @@ def original_environ(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def on_glibc() -> bool:
+    """Whether this Python runs on Linux with glibc, the C library that reads the setting."""
+    return sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+
+
 def reexec(argv: Sequence[str]) -> None:
     """Replace this process by `python *argv` under `tuned_environ`, when that gives an
     environment (Linux with glibc); else return. Call it first thing in a program's entry
     point, before JAX starts; never from a library function."""
-    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
-    env = tuned_environ(os.environ, glibc=glibc)
+    env = tuned_environ(os.environ, glibc=on_glibc())
     if env is not None:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -1,7 +1,6 @@
 """nsjax._malloc: the glibc huge-page setting programs re-run themselves under."""
 
 import os
-import platform
 import subprocess
 import sys
 
@@ -10,7 +9,6 @@ import pytest
 from nsjax import _malloc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GLIBC = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
 
 
 def test_tuned_environ_adds_the_setting_once():
@@ -38,7 +36,7 @@ def test_original_environ_undoes_the_re_run(environ):
     assert _malloc.original_environ(environ) == environ
 
 
-@pytest.mark.skipif(not GLIBC, reason="the re-run happens on Linux with glibc only")
+@pytest.mark.skipif(not _malloc.on_glibc(), reason="the re-run happens on Linux with glibc only")
 def test_reexec_runs_the_program_again_under_the_setting():
     code = ("from nsjax import _malloc; _malloc.reexec(['-c', "
             "'import os; print(os.environ[\"GLIBC_TUNABLES\"])'])")
